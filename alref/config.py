@@ -1,0 +1,137 @@
+"""One settings object for the whole tool.
+
+Precedence, lowest first: built-in defaults < config file < ``ALREF_*`` environment variables <
+explicit arguments (CLI flags or keyword arguments of :func:`alref.segment`).
+
+The config file is TOML with the same keys as the fields below (``clip_frames = 50``). It is read
+from ``--config PATH`` / ``ALREF_CONFIG``, else ``./alref.toml``, else ``~/.config/alref/config.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from alref.errors import ConfigError
+
+Device = Literal["auto", "cuda", "mps", "cpu"]
+PivotRule = Literal["best", "first", "middle"]
+Precision = Literal["auto", "float32", "bfloat16"]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "alref"
+
+
+def _config_file_path() -> Path | None:
+    explicit = os.environ.get("ALREF_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} (from ALREF_CONFIG) does not exist")
+        return path
+    for candidate in (Path("alref.toml"), Path.home() / ".config" / "alref" / "config.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the config file; unknown keys are an error so typos do not pass silently."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.path = _config_file_path()
+        self.data: dict[str, Any] = {}
+        if self.path is not None:
+            try:
+                self.data = tomllib.loads(self.path.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"config file {self.path} does not parse: {exc}") from None
+            unknown = sorted(set(self.data) - set(settings_cls.model_fields))
+            if unknown:
+                raise ConfigError(f"config file {self.path}: unknown setting(s) {', '.join(unknown)}")
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ is used instead
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+class Settings(BaseSettings):
+    """Every knob of alref. Each field is also the environment variable ``ALREF_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ALREF_", extra="forbid", validate_assignment=True)
+
+    # models
+    models: str = Field("default", description="model profile: 'default' (the paper's models) or 'smoke' (tiny random models)")
+    grounding_model: str | None = Field(None, description="GroundingDINO: Hugging Face id or local folder (overrides the profile)")
+    segmentation_model: str | None = Field(None, description="SAM 2 video: Hugging Face id or local folder (overrides the profile)")
+    device: Device = "auto"
+    precision: Precision = Field("auto", description="SAM 2 compute dtype: auto = bfloat16 on CUDA, float32 elsewhere")
+    offload_video: bool = Field(False, description="keep preprocessed frames on the CPU (CUDA only; saves GPU memory)")
+    offload_state: bool = Field(False, description="keep SAM 2 memory state on the CPU (CUDA only)")
+    offline: bool = Field(False, description="never try to download a model (also set by HF_HUB_OFFLINE=1)")
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="where smoke models and LLM answers are kept")
+
+    # the method
+    clip_frames: int = Field(50, ge=1, description="frames per clip")
+    samples: int = Field(5, ge=1, description="frames sampled per clip")
+    box_threshold: float = Field(0.15, ge=0.0, le=1.0)
+    text_threshold: float = Field(0.2, ge=0.0, le=1.0)
+    top_k: int = Field(10, ge=1, description="candidate boxes kept per frame")
+    pivot: PivotRule = Field("best", description="baseline pivot frame: best detection score, first or middle sample")
+    detect_batch: int = Field(4, ge=1, description="frames per GroundingDINO call")
+
+    # visual prompts
+    tile_columns: int = Field(0, ge=0, description="tile grid columns; 0 = as square as possible")
+    tile_max_side: int = Field(2048, ge=256, description="longest side of a tiled image, pixels")
+
+    # outputs
+    overlay: bool = Field(True, description="write overlay.mp4")
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        return Path(value).expanduser() if isinstance(value, str | Path) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @property
+    def is_offline(self) -> bool:
+        return self.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as written to result.json (paths as strings)."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from defaults, the config file, the environment and ``overrides``.
+
+    ``None`` overrides are ignored so a CLI flag that was not given does not mask the environment.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,53 @@
+"""Every failure a user can hit is an ``AlrefError`` subclass with a message that says what was
+wrong and what to do. The CLI prints ``str(error)`` on one line and exits with ``exit_code``."""
+
+from __future__ import annotations
+
+
+class AlrefError(Exception):
+    """Base class: a problem the user can fix. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class InputError(AlrefError):
+    """Bad input from the user: a missing path, a file that is not a video, bad option values."""
+
+    exit_code = 2
+
+
+class MediaError(InputError):
+    """A video, frame folder or audio file that cannot be read (missing, empty, corrupt)."""
+
+
+class NoAudioError(MediaError):
+    """Audio was asked for but the input has no audio track."""
+
+
+class ModelUnavailableError(AlrefError):
+    """A model is neither a local folder nor in the Hugging Face cache, and cannot be downloaded."""
+
+    exit_code = 3
+
+    def __init__(self, model: str, role: str, detail: str = "") -> None:
+        self.model = model
+        self.role = role
+        hint = (
+            f"model '{model}' ({role}) is not available offline: download it with "
+            f"`alref models pull {model}` on a machine with internet access (it goes to the Hugging Face "
+            f"cache), or pass a local folder with --{role}-model PATH; "
+            "to check the install without weights run with `--models smoke` (tiny random models, meaningless masks)"
+        )
+        if detail:
+            hint += f" [{detail}]"
+        super().__init__(hint)
+
+
+class ModelLoadError(AlrefError):
+    """A model folder exists but does not load (wrong class, broken files)."""
+
+    exit_code = 3
+
+
+class ConfigError(InputError):
+    """A config file or environment variable that does not parse."""

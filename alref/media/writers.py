@@ -1,0 +1,203 @@
+"""Writing results: atomic files, mask PNGs (binary and palette), COCO RLE, and overlay videos.
+
+Every writer goes through a temporary file in the target folder and ``os.replace``, so a reader (or
+a rerun that skips finished work) never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from alref.media.boxes import colour_for, default_thickness, draw_outlined_boxes
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_mask_png(path: Path, mask: np.ndarray) -> None:
+    """A binary HxW mask (bool or 0/1) as an 8-bit grey PNG with values 0 and 255."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask must be HxW, got shape {mask.shape}")
+    atomic_write_bytes(path, _png_bytes(Image.fromarray(np.where(mask > 0, 255, 0).astype(np.uint8))))
+
+
+def davis_palette() -> list[int]:
+    """The DAVIS / PASCAL VOC palette: 256 RGB triples flattened (0 black, 1 (128,0,0), 2 (0,128,0)...)."""
+    palette = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def write_palette_png(path: Path, labels: np.ndarray, palette: list[int] | None = None) -> None:
+    """An HxW map of object indices (0..255) as a palette ('P') PNG, DAVIS palette by default."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"a label map must be HxW, got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"label values must be 0..255, got {labels.min()}..{labels.max()}")
+    height, width = labels.shape
+    image = Image.frombytes("P", (width, height), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
+    image.putpalette(palette or davis_palette())
+    atomic_write_bytes(path, _png_bytes(image))
+
+
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO RLE of a binary HxW mask: {"size": [h, w], "counts": str}."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask must be HxW, got shape {mask.shape}")
+    rle = mask_utils.encode(np.asfortranarray((mask > 0).astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
+    """Decode a COCO RLE (counts as str or bytes) to a bool HxW mask."""
+    counts = rle["counts"]
+    coded = {
+        "size": list(rle["size"]),
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
+    with warnings.catch_warnings():  # pycocotools' Cython array predates numpy 2's copy= keyword
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        return mask_utils.decode(coded).astype(bool)
+
+
+class OverlayWriter:
+    """An H.264 mp4 of frames with tinted masks, contours and labelled boxes. Use as a context manager:
+    the file appears under ``path`` only when the block ends without an exception."""
+
+    def __init__(self, path: Path, fps: float, width: int, height: int, alpha: float = 0.5) -> None:
+        if fps <= 0 or width < 1 or height < 1:
+            raise ValueError(f"bad overlay video settings: fps={fps}, size={width}x{height}")
+        self.path = Path(path)
+        self.width, self.height, self.alpha = width, height, float(alpha)
+        self.fps = Fraction(fps).limit_denominator(10000)
+        self.frames = 0
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
+        self._container: Any = None
+        self._stream: Any = None
+
+    def __enter__(self) -> OverlayWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self._tmp), "w")
+        stream = self._container.add_stream("libx264", rate=self.fps)
+        stream.width, stream.height = self.width + self.width % 2, self.height + self.height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "20", "preset": "veryfast"}
+        self._stream = stream
+        return self
+
+    def add(
+        self,
+        frame: np.ndarray,
+        masks: Mapping[int, np.ndarray] | None = None,
+        boxes: Sequence[tuple[Sequence[float], str]] = (),
+    ) -> None:
+        """Add one RGB frame; ``masks`` maps object id (1-based) to a HxW mask, tinted in
+        ``colour_for(id - 1)``; ``boxes`` are (xyxy, label) pairs, box i in ``colour_for(i)``."""
+        if self._container is None:
+            raise RuntimeError("OverlayWriter.add() outside its `with` block")
+        if frame.shape != (self.height, self.width, 3):
+            raise ValueError(f"frame is {frame.shape}, the overlay expects ({self.height}, {self.width}, 3)")
+        image = frame.astype(np.float32)
+        outlines = []
+        for obj_id, mask in (masks or {}).items():
+            m = np.asarray(mask) > 0
+            if m.shape != frame.shape[:2]:
+                raise ValueError(f"mask of object {obj_id} is {m.shape}, the frame is {frame.shape[:2]}")
+            rgb = np.array(colour_for(obj_id - 1)[1], np.float32)
+            image[m] = image[m] * (1 - self.alpha) + rgb * self.alpha
+            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            outlines.append((contours, colour_for(obj_id - 1)[1]))
+        out = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+        thickness = default_thickness(self.width, self.height)
+        for contours, rgb in outlines:
+            cv2.drawContours(out, contours, -1, rgb, thickness)
+        if boxes:
+            canvas = Image.fromarray(out)
+            draw_outlined_boxes(
+                canvas, [(box, label, colour_for(i)[1]) for i, (box, label) in enumerate(boxes)]
+            )
+            out = np.array(canvas)
+        if out.shape[:2] != (self._stream.height, self._stream.width):
+            out = np.pad(out, ((0, self.height % 2), (0, self.width % 2), (0, 0)))
+        video_frame = av.VideoFrame.from_ndarray(out, format="rgb24")
+        video_frame.pts = self.frames
+        video_frame.time_base = 1 / self.fps
+        self._container.mux(self._stream.encode(video_frame))
+        self.frames += 1
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        container, self._container = self._container, None
+        if container is None:
+            return
+        if exc_type is not None:
+            self._discard(container)
+            return
+        try:
+            if self.frames == 0:
+                raise ValueError(f"no frames were added to the overlay video {self.path}")
+            container.mux(self._stream.encode(None))
+            container.close()
+        except BaseException:
+            self._discard(container)
+            raise
+        os.replace(self._tmp, self.path)
+
+    def _discard(self, container: Any) -> None:
+        try:
+            container.close()
+        except Exception:  # closing a broken encoder: the original error is the one to report
+            pass
+        self._tmp.unlink(missing_ok=True)

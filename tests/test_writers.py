@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import json
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import synth
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from alref.media import writers
+from alref.media.boxes import colour_for
+from alref.media.writers import (
+    OverlayWriter,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    davis_palette,
+    mask_to_rle,
+    rle_to_mask,
+    write_mask_png,
+    write_palette_png,
+)
+
+
+def random_mask(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((h, w)) > 0.6
+
+
+def test_atomic_writes_and_no_temp_files(tmp_path: Path) -> None:
+    atomic_write_bytes(tmp_path / "a.bin", b"\x00\x01")
+    atomic_write_text(tmp_path / "sub" / "b.txt", "héllo")
+    atomic_write_json(tmp_path / "c.json", {"name": "chien", "boxes": [1.5, 2]})
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
+    assert (tmp_path / "sub" / "b.txt").read_text(encoding="utf-8") == "héllo"
+    text = (tmp_path / "c.json").read_text(encoding="utf-8")
+    assert json.loads(text) == {"name": "chien", "boxes": [1.5, 2]} and '\n  "name"' in text
+    atomic_write_json(tmp_path / "c.json", {"é": 1})
+    assert "é" in (tmp_path / "c.json").read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.bin", "b.txt", "c.json", "sub"]
+
+
+def test_failed_atomic_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "out.json"
+    atomic_write_json(target, {"v": 1})
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_json(target, {"v": 2})
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8])
+def test_mask_png_round_trip(tmp_path: Path, dtype: type) -> None:
+    mask = random_mask().astype(dtype)
+    write_mask_png(tmp_path / "m.png", mask)
+    with Image.open(tmp_path / "m.png") as im:
+        assert im.mode == "L" and im.size == (64, 48)
+        back = np.array(im)
+    assert set(np.unique(back)) == {0, 255}
+    assert np.array_equal(back == 255, mask.astype(bool))
+
+
+def test_davis_palette() -> None:
+    palette = davis_palette()
+    assert len(palette) == 768
+    triples = [tuple(palette[i : i + 3]) for i in range(0, 768, 3)]
+    assert triples[:5] == [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)]
+    assert triples[255] == (224, 224, 192)
+    assert len(set(triples)) == 256
+
+
+def test_palette_png_round_trip(tmp_path: Path) -> None:
+    labels = np.zeros((30, 40), np.uint8)
+    labels[5:15, 5:15], labels[20:, 30:], labels[0, 0] = 1, 2, 255
+    write_palette_png(tmp_path / "p.png", labels)
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.mode == "P"
+        assert np.array_equal(np.array(im), labels)
+        assert im.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
+        assert np.array(im.convert("RGB"))[10, 10].tolist() == [128, 0, 0]
+    custom = [0, 0, 0, 255, 255, 255] + [0] * 762
+    write_palette_png(tmp_path / "q.png", labels, palette=custom)
+    with Image.open(tmp_path / "q.png") as im:
+        assert np.array(im.convert("RGB"))[10, 10].tolist() == [255, 255, 255]
+    with pytest.raises(ValueError, match="0..255"):
+        write_palette_png(tmp_path / "bad.png", np.full((2, 2), 300))
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_rle_round_trip_matches_pycocotools() -> None:
+    mask = random_mask(37, 53, seed=3)
+    rle = mask_to_rle(mask)
+    assert rle["size"] == [37, 53] and isinstance(rle["counts"], str)
+    assert json.loads(json.dumps(rle)) == rle
+    back = rle_to_mask(rle)
+    assert back.dtype == bool and np.array_equal(back, mask)
+    coco = {"size": rle["size"], "counts": rle["counts"].encode()}
+    assert np.array_equal(mask_utils.decode(coco).astype(bool), mask)
+    assert mask_utils.area(coco) == mask.sum()
+    reference = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert rle["counts"].encode() == reference["counts"]
+    assert np.array_equal(rle_to_mask(reference), mask)  # bytes counts too
+    empty = mask_to_rle(np.zeros((4, 5), bool))
+    assert not rle_to_mask(empty).any()
+
+
+def read_video(path: Path) -> tuple[av.video.stream.VideoStream, list[np.ndarray], list[int]]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames, pts = [], []
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            pts.append(frame.pts)
+        return stream, frames, pts
+
+
+@pytest.mark.parametrize(("width", "height"), [(160, 120), (161, 121)])
+def test_overlay_video(tmp_path: Path, width: int, height: int) -> None:
+    n = 12
+    mask = np.zeros((height, width), bool)
+    mask[60:110, 10:60] = True
+    path = tmp_path / "overlay.mp4"
+    with OverlayWriter(path, fps=10, width=width, height=height, alpha=0.5) as writer:
+        for i in range(n):
+            frame = synth.shapes_frame(i, n, width, height)
+            writer.add(frame, masks={2: mask}, boxes=[((100, 10, 150, 50), "1 dog")])
+    stream, frames, pts = read_video(path)
+    assert len(frames) == n
+    assert (stream.width, stream.height) == (width + width % 2, height + height % 2)
+    assert stream.average_rate == 10
+    assert pts == sorted(pts) and len(set(pts)) == n
+    tinted = frames[0][70:100, 20:50].reshape(-1, 3).mean(axis=0)  # black * 0.5 + green * 0.5
+    expected = np.array(colour_for(1)[1]) * 0.5
+    assert np.abs(tinted - expected).max() < 12
+    red = np.array(colour_for(0)[1])
+    assert np.abs(frames[0][30, 100].astype(int) - red).max() < 40  # the box's left edge
+    assert [p.name for p in tmp_path.iterdir()] == ["overlay.mp4"]
+
+
+def test_overlay_fractional_fps(tmp_path: Path) -> None:
+    path = tmp_path / "ntsc.mp4"
+    with OverlayWriter(path, fps=30000 / 1001, width=32, height=32) as writer:
+        for _ in range(3):
+            writer.add(np.zeros((32, 32, 3), np.uint8))
+    stream, frames, _ = read_video(path)
+    assert len(frames) == 3 and stream.average_rate == Fraction(30000, 1001)
+
+
+def test_overlay_error_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "overlay.mp4"
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        OverlayWriter(path, fps=10, width=32, height=32) as writer,
+    ):
+        writer.add(np.zeros((32, 32, 3), np.uint8))
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with (
+        pytest.raises(ValueError, match="expects"),
+        OverlayWriter(path, fps=10, width=32, height=32) as writer,
+    ):
+        writer.add(np.zeros((30, 32, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="no frames"), OverlayWriter(path, fps=10, width=32, height=32):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overlay_needs_with_block(tmp_path: Path) -> None:
+    writer = OverlayWriter(tmp_path / "o.mp4", fps=10, width=8, height=8)
+    with pytest.raises(RuntimeError, match="with"):
+        writer.add(np.zeros((8, 8, 3), np.uint8))
+    assert writers.OverlayWriter is OverlayWriter
