@@ -71,15 +71,27 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ALREF_", extra="forbid", validate_assignment=True)
 
     # models
-    models: str = Field("default", description="model profile: 'default' (the paper's models) or 'smoke' (tiny random models)")
-    grounding_model: str | None = Field(None, description="GroundingDINO: Hugging Face id or local folder (overrides the profile)")
-    segmentation_model: str | None = Field(None, description="SAM 2 video: Hugging Face id or local folder (overrides the profile)")
+    models: str = Field(
+        "default", description="model profile: 'default' (the paper's models) or 'smoke' (tiny random models)"
+    )
+    grounding_model: str | None = Field(
+        None, description="GroundingDINO: Hugging Face id or local folder (overrides the profile)"
+    )
+    segmentation_model: str | None = Field(
+        None, description="SAM 2 video: Hugging Face id or local folder (overrides the profile)"
+    )
     device: Device = "auto"
-    precision: Precision = Field("auto", description="SAM 2 compute dtype: auto = bfloat16 on CUDA, float32 elsewhere")
-    offload_video: bool = Field(False, description="keep preprocessed frames on the CPU (CUDA only; saves GPU memory)")
+    precision: Precision = Field(
+        "auto", description="SAM 2 compute dtype: auto = bfloat16 on CUDA, float32 elsewhere"
+    )
+    offload_video: bool = Field(
+        False, description="keep preprocessed frames on the CPU (CUDA only; saves GPU memory)"
+    )
     offload_state: bool = Field(False, description="keep SAM 2 memory state on the CPU (CUDA only)")
     offline: bool = Field(False, description="never try to download a model (also set by HF_HUB_OFFLINE=1)")
-    cache_dir: Path = Field(default_factory=default_cache_dir, description="where smoke models and LLM answers are kept")
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir, description="where smoke models and LLM answers are kept"
+    )
 
     # the method
     clip_frames: int = Field(50, ge=1, description="frames per clip")
@@ -87,7 +99,9 @@ class Settings(BaseSettings):
     box_threshold: float = Field(0.15, ge=0.0, le=1.0)
     text_threshold: float = Field(0.2, ge=0.0, le=1.0)
     top_k: int = Field(10, ge=1, description="candidate boxes kept per frame")
-    pivot: PivotRule = Field("best", description="baseline pivot frame: best detection score, first or middle sample")
+    pivot: PivotRule = Field(
+        "best", description="baseline pivot frame: best detection score, first or middle sample"
+    )
     detect_batch: int = Field(4, ge=1, description="frames per GroundingDINO call")
 
     # visual prompts
@@ -96,6 +110,7 @@ class Settings(BaseSettings):
 
     # outputs
     overlay: bool = Field(True, description="write overlay.mp4")
+    keep_work: bool = Field(False, description="keep the decoded frames in <out>/work after a finished run")
 
     @field_validator("cache_dir", mode="before")
     @classmethod

@@ -29,9 +29,16 @@ class ModelUnavailableError(AlrefError):
 
     exit_code = 3
 
-    def __init__(self, model: str, role: str, detail: str = "") -> None:
+    def __init__(self, model: str, role: str, detail: str = "", download_failed: bool = False) -> None:
         self.model = model
         self.role = role
+        if download_failed:
+            hint = (
+                f"could not download model '{model}': check the network (or HF_TOKEN for a gated model), "
+                "or copy a Hugging Face cache that holds it from a connected machine"
+            )
+            super().__init__(f"{hint} [{detail}]" if detail else hint)
+            return
         hint = (
             f"model '{model}' ({role}) is not available offline: download it with "
             f"`alref models pull {model}` on a machine with internet access (it goes to the Hugging Face "

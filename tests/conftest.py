@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import synth  # noqa: E402
+
+# No test reads the user's caches or config, and none can reach the Hugging Face Hub. Set at import
+# time: huggingface_hub reads HF_HOME / HF_HUB_OFFLINE when it is first imported.
+_ENV_ROOT = Path(tempfile.mkdtemp(prefix="alref-tests-"))
+atexit.register(shutil.rmtree, _ENV_ROOT, True)
+os.environ["ALREF_CACHE_DIR"] = str(_ENV_ROOT / "alref-cache")
+os.environ["HF_HOME"] = str(_ENV_ROOT / "hf")
+os.environ["HF_HUB_OFFLINE"] = "1"
+for _key in [
+    k for k in os.environ if k == "ALREF_CONFIG" or k.startswith("ALREF_LLM") or k == "OPENAI_API_KEY"
+]:
+    del os.environ[_key]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 
@@ -48,3 +64,22 @@ def speech_wav(media_dir: Path) -> Path:
     """2 s at 16 kHz mono: silence 0-0.5 s, 440 Hz tone 0.5-1.5 s, noise 1.5-2 s."""
     segments = [(0.0, 0.5, "silence"), (0.5, 1.5, "tone:440"), (1.5, 2.0, "noise")]
     return synth.write_wav(media_dir / "speech.wav", seconds=2.0, segments=segments)
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch, tmp_path):
+    """Run `alref ARGS…` in-process from a clean folder; returns (exit code, stdout, stderr)."""
+    from alref.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -9,7 +9,13 @@ from alref.errors import ConfigError
 def test_defaults_are_the_papers(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     s = load_settings()
-    assert (s.clip_frames, s.samples, s.box_threshold, s.text_threshold, s.pivot) == (50, 5, 0.15, 0.2, "best")
+    assert (s.clip_frames, s.samples, s.box_threshold, s.text_threshold, s.pivot) == (
+        50,
+        5,
+        0.15,
+        0.2,
+        "best",
+    )
 
 
 def test_precedence(monkeypatch, tmp_path):

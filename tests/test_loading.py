@@ -51,29 +51,31 @@ def test_profiles_and_overrides(settings):
         loading.model_name(settings.model_copy(update={"models": "huge"}), "grounding")
 
 
+BUILT: list = []
+
+
+def fake_builder(folder):
+    BUILT.append(folder)
+    (folder / "config.json").write_text("{}")
+
+
+def broken_builder(folder):
+    (folder / "partial").write_text("x")
+    raise RuntimeError("boom")
+
+
 def test_smoke_model_is_built_once_then_reused(settings, monkeypatch):
-    calls = []
-
-    def fake_builder(folder):
-        calls.append(folder)
-        (folder / "config.json").write_text("{}")
-
-    monkeypatch.setitem(loading.SMOKE_BUILDERS, "fake", "tests.test_loading:_unused")
-    monkeypatch.setattr(loading.importlib, "import_module", lambda name: type("M", (), {"_unused": staticmethod(fake_builder)}))
+    BUILT.clear()
+    monkeypatch.setitem(loading.SMOKE_BUILDERS, "fake", f"{__name__}:fake_builder")
     first = loading.resolve("smoke:fake", "grounding", settings)
     second = loading.resolve("smoke:fake", "grounding", settings)
     assert first.path == second.path and (first.path / "config.json").is_file()
-    assert len(calls) == 1 and first.smoke and first.revision.startswith("smoke-")
+    assert len(BUILT) == 1 and first.smoke and first.revision.startswith("smoke-")
     assert not any(p.name.startswith(".") for p in first.path.parent.iterdir())  # no temp folders left
 
 
 def test_failed_smoke_build_leaves_nothing(settings, monkeypatch):
-    def broken(folder):
-        (folder / "partial").write_text("x")
-        raise RuntimeError("boom")
-
-    monkeypatch.setitem(loading.SMOKE_BUILDERS, "broken", "m:f")
-    monkeypatch.setattr(loading.importlib, "import_module", lambda name: type("M", (), {"f": staticmethod(broken)}))
+    monkeypatch.setitem(loading.SMOKE_BUILDERS, "broken", f"{__name__}:broken_builder")
     with pytest.raises(RuntimeError):
         loading.resolve("smoke:broken", "grounding", settings)
     root = settings.cache_dir / "smoke" / loading.SMOKE_VERSION

@@ -13,7 +13,6 @@ Every model is loaded once per process (per folder, device and dtype) and reused
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 import tempfile
 import threading
@@ -51,7 +50,17 @@ SMOKE_BUILDERS: dict[str, str] = {
     "sam2-video": "alref.tools.segmentation:build_tiny",
 }
 
-_HF_IGNORE = ["*.msgpack", "*.h5", "*.onnx", "*.onnx_data", "*.ot", "*.tflite", "tf_model*", "flax_model*", "*.pt"]
+_HF_IGNORE = [
+    "*.msgpack",
+    "*.h5",
+    "*.onnx",
+    "*.onnx_data",
+    "*.ot",
+    "*.tflite",
+    "tf_model*",
+    "flax_model*",
+    "*.pt",
+]
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,9 @@ def resolve(name: str, role: str, settings: Settings) -> ModelSource:
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise ModelLoadError(f"model folder {local} ({role}) has no config.json; is it a save_pretrained checkpoint?")
+            raise ModelLoadError(
+                f"model folder {local} ({role}) has no config.json; is it a save_pretrained checkpoint?"
+            )
         return ModelSource(name, role, local.resolve(), "local")
     if _looks_like_path(name):
         raise ModelUnavailableError(name, role, f"no folder {local}")
@@ -114,14 +125,15 @@ def hub_cached_path(name: str) -> Path | None:
         return None
 
 
-def download(name: str, role: str = "model") -> Path:
-    """Download a Hugging Face id into the cache (``alref models pull``)."""
+def download(name: str, role: str = "model", explicit: bool = False) -> Path:
+    """Download a Hugging Face id into the cache (``explicit``: asked for by ``alref models pull``)."""
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(name, ignore_patterns=_HF_IGNORE))
     except Exception as exc:  # noqa: BLE001 - network, auth, missing repo: all are "unavailable"
-        raise ModelUnavailableError(name, role, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
+        detail = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        raise ModelUnavailableError(name, role, detail, download_failed=explicit) from None
 
 
 def _resolve_hub(name: str, role: str, settings: Settings) -> ModelSource:
@@ -157,6 +169,7 @@ def ensure_smoke_model(short: str, root: Path) -> Path:
             return target
         module_name, func_name = spec.split(":")
         builder: Callable[[Path], None] = getattr(importlib.import_module(module_name), func_name)
+        _quiet_transformers()
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{short}-", dir=root))
         try:
@@ -186,7 +199,9 @@ def resolve_device(device: str) -> str:
             return "mps"
         return "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu or auto")
+        raise InputError(
+            "--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu or auto"
+        )
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InputError("--device mps was asked for but MPS is not available; use --device cpu or auto")
     return device
@@ -201,8 +216,16 @@ def load_once(key: tuple, loader: Callable[[], T]) -> T:
     """Return the object cached under ``key``, calling ``loader`` the first time only."""
     with _loaded_lock:
         if key not in _loaded:
+            _quiet_transformers()
             _loaded[key] = loader()
         return _loaded[key]
+
+
+def _quiet_transformers() -> None:
+    """alref draws its own progress bars; transformers' per-load bars would interleave with them."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def loaded_keys() -> list[tuple]:

@@ -1,0 +1,52 @@
+"""alref: segment the object a sentence refers to, in every frame of a video, with no training.
+
+>>> import alref
+>>> result = alref.segment("dog.mp4", "the dog barking", out="runs/dog")
+>>> result.status, result.mask(0).shape
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from alref.pipeline.result import SegmentResult
+
+__all__ = ["segment", "SegmentResult", "__version__"]
+
+
+def segment(
+    video: str | Path,
+    reference: str | Sequence[str],
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    **settings: Any,
+) -> SegmentResult:
+    """Segment what ``reference`` (one sentence or several) refers to in every frame of ``video``.
+
+    ``video`` is a video file or a folder of JPEG/PNG frames; ``out`` the output folder (default
+    ``alref-out/<video name>``); ``settings`` are any :class:`alref.config.Settings` fields
+    (``models="smoke"``, ``clip_frames=50``, ``device="cuda"``, …) and override the config file
+    and the environment. Raises an :class:`alref.errors.AlrefError` subclass on bad input.
+    """
+    from alref.config import load_settings
+    from alref.pipeline.result import SegmentResult
+    from alref.pipeline.run import segment_video
+
+    refs = [reference] if isinstance(reference, str) else list(reference)
+    out_dir = Path(out) if out is not None else Path("alref-out") / Path(video).stem
+    data = segment_video(video, refs, out_dir, load_settings(**settings), force=force)
+    return SegmentResult(out_dir, data)
+
+
+def __getattr__(name: str):
+    if name == "SegmentResult":
+        from alref.pipeline.result import SegmentResult
+
+        return SegmentResult
+    raise AttributeError(name)

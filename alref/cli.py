@@ -1,0 +1,259 @@
+"""The `alref` command line.
+
+Every command prints human output to the terminal and the same facts as JSON with ``--json``.
+A problem the user can fix is one line on stderr and a non-zero exit (2 for bad input, 3 for a
+missing model); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alref.errors import AlrefError
+
+app = typer.Typer(
+    help="Segment the object a sentence refers to, across a whole video, with no training.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="List and download the models alref uses.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+_state: dict[str, Any] = {"debug": False}
+out_console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show tracebacks instead of one-line errors")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file (also ALREF_CONFIG)")
+    ] = None,
+) -> None:
+    _state["debug"] = debug
+    if config is not None:
+        os.environ["ALREF_CONFIG"] = str(config)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# segment
+
+
+@app.command()
+def segment(
+    video: Annotated[
+        str, typer.Argument(help="video file (mp4, mov, mkv, webm, avi) or folder of JPEG/PNG frames")
+    ],
+    reference: Annotated[str | None, typer.Argument(help='what to segment, e.g. "the dog barking"')] = None,
+    ref: Annotated[
+        list[str] | None,
+        typer.Option("--ref", help="another reference (repeat); each gets its own object id"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="output folder [default: alref-out/<video name>]")
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="model profile: default, fast or smoke (tiny random models)")
+    ] = None,
+    grounding_model: Annotated[
+        str | None, typer.Option(help="GroundingDINO Hugging Face id or local folder")
+    ] = None,
+    segmentation_model: Annotated[
+        str | None, typer.Option(help="SAM 2 video Hugging Face id or local folder")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cuda, mps or cpu [default: auto]")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="SAM 2 dtype: auto, float32, bfloat16 [default: auto]")
+    ] = None,
+    offload_video: Annotated[
+        bool | None, typer.Option("--offload-video", help="keep frames on the CPU (CUDA)")
+    ] = None,
+    offload_state: Annotated[
+        bool | None, typer.Option("--offload-state", help="keep SAM 2 state on the CPU (CUDA)")
+    ] = None,
+    clip_frames: Annotated[int | None, typer.Option(help="frames per clip [default: 50]")] = None,
+    samples: Annotated[int | None, typer.Option(help="sampled frames per clip [default: 5]")] = None,
+    box_threshold: Annotated[
+        float | None, typer.Option(help="GroundingDINO box threshold [default: 0.15]")
+    ] = None,
+    text_threshold: Annotated[
+        float | None, typer.Option(help="GroundingDINO text threshold [default: 0.2]")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(help="candidate boxes per frame [default: 10]")] = None,
+    pivot: Annotated[
+        str | None, typer.Option(help="baseline pivot frame: best, first or middle [default: best]")
+    ] = None,
+    overlay: Annotated[
+        bool | None, typer.Option("--overlay/--no-overlay", help="write overlay.mp4 [default: on]")
+    ] = None,
+    offline: Annotated[bool | None, typer.Option("--offline", help="never download models")] = None,
+    keep_work: Annotated[
+        bool | None, typer.Option("--keep-work", help="keep decoded frames in OUT/work")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="recompute even if the output folder holds this result")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
+) -> None:
+    """Segment the referred object in every frame and write masks, masks.json, overlay.mp4, result.json."""
+    from alref.config import load_settings
+    from alref.errors import InputError
+    from alref.pipeline.run import segment_video
+    from alref.progress import RichReporter
+
+    references = ([reference] if reference else []) + list(ref or [])
+    if not references:
+        raise InputError('give a reference, e.g. alref segment video.mp4 "the red square" (or --ref TEXT)')
+    settings = load_settings(
+        models=models, grounding_model=grounding_model, segmentation_model=segmentation_model, device=device,
+        precision=precision, offload_video=offload_video, offload_state=offload_state, clip_frames=clip_frames,
+        samples=samples, box_threshold=box_threshold, text_threshold=text_threshold, top_k=top_k, pivot=pivot,
+        overlay=overlay, offline=offline, keep_work=keep_work,
+    )  # fmt: skip
+    out_dir = out if out is not None else Path("alref-out") / Path(video).stem
+    result = segment_video(video, references, out_dir, settings, RichReporter(err_console), force=force)
+    if as_json:
+        _print_json(result)
+        return
+    _print_summary(result, out_dir)
+
+
+def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
+    table = Table(title=f"alref · {result['status']} · {result['mode']}", show_lines=False)
+    for column in ("id", "reference", "status", "pivots (clip: frame score)", "frames with mask"):
+        table.add_column(column)
+    for ref in result["references"]:
+        pivots = ", ".join(
+            f"{c['clip']}: {c['pivot_frame']} {c['pivot_score']:.2f}" if c["valid"] else f"{c['clip']}: —"
+            for c in ref["clips"]
+        )
+        table.add_row(
+            str(ref["id"]), ref["text"], ref["status"], pivots,
+            f"{ref['masks']['frames_with_mask']}/{result['input']['num_frames']}",
+        )  # fmt: skip
+    out_console.print(table)
+    if result.get("smoke"):
+        out_console.print(f"[yellow]{result['smoke_note']}[/]")
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in result["timings_s"].items())
+    out_console.print(
+        f"outputs in {out_dir}/ (masks/, masks.json, result.json{', overlay.mp4' if result['outputs']['overlay'] else ''})"
+    )
+    out_console.print(f"timings: {timings}")
+
+
+# ---------------------------------------------------------------------------------------------
+# doctor and models
+
+
+@app.command()
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False) -> None:
+    """Versions, device, which models are available, and whether an LLM is configured and reachable."""
+    from alref.doctor import report
+
+    data = report()
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(show_header=False, title="alref doctor")
+    table.add_column("what")
+    table.add_column("value")
+    for name, version in data["versions"].items():
+        table.add_row(name, version)
+    table.add_row("device (auto)", data["device"]["auto"])
+    table.add_row("cuda", data["device"]["cuda"])
+    out_console.print(table)
+    _models_table(data["models"])
+    llm = data["llm"]
+    out_console.print(f"LLM: {llm['summary']}")
+
+
+def _models_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="models")
+    for column in ("profile", "role", "model", "available"):
+        table.add_column(column)
+    for row in rows:
+        colour = "green" if row["available"] else "red"
+        table.add_row(row["profile"], row["role"], row["model"], f"[{colour}]{row['status']}[/]")
+    out_console.print(table)
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
+    """Every model of every profile, and whether it is available here."""
+    from alref.doctor import model_rows
+
+    rows = model_rows()
+    if as_json:
+        _print_json(rows)
+    else:
+        _models_table(rows)
+
+
+@models_app.command("pull")
+def models_pull(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="profiles (default, fast, smoke) or Hugging Face ids")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the downloaded folders as JSON")] = False,
+) -> None:
+    """Download models into the Hugging Face cache (smoke models are built locally)."""
+    from alref.doctor import pull
+
+    done = pull(names or ["default"], on_start=lambda n: err_console.print(f"pulling {n} …"))
+    if as_json:
+        _print_json(done)
+        return
+    for name, path in done.items():
+        out_console.print(f"{name}: {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors, exit codes by error type."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(args=args, prog_name="alref", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except AlrefError as exc:
+        if _state["debug"] or "--debug" in args:
+            raise
+        message = " ".join(str(exc).split())
+        err_console.print(f"alref: error: {message}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("alref: interrupted; rerun the same command to continue", highlight=False)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors and aborts
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The segmentation pipeline: baseline decisions, the run itself, and its outputs."""
