@@ -25,6 +25,7 @@ def segment(
     out: str | Path | None = None,
     *,
     force: bool = False,
+    chat_model: Any = None,
     **settings: Any,
 ) -> SegmentResult:
     """Segment what ``reference`` (one sentence or several) refers to in every frame of ``video``.
@@ -32,7 +33,8 @@ def segment(
     ``video`` is a video file or a folder of JPEG/PNG frames; ``out`` the output folder (default
     ``alref-out/<video name>``); ``settings`` are any :class:`alref.config.Settings` fields
     (``models="smoke"``, ``clip_frames=50``, ``device="cuda"``, …) and override the config file
-    and the environment. Raises an :class:`alref.errors.AlrefError` subclass on bad input.
+    and the environment. ``chat_model`` is any LangChain chat model to reason with instead of the
+    configured OpenAI-compatible server. Raises an :class:`alref.errors.AlrefError` subclass on bad input.
     """
     from alref.config import load_settings
     from alref.pipeline.result import SegmentResult
@@ -40,7 +42,7 @@ def segment(
 
     refs = [reference] if isinstance(reference, str) else list(reference)
     out_dir = Path(out) if out is not None else Path("alref-out") / Path(video).stem
-    data = segment_video(video, refs, out_dir, load_settings(**settings), force=force)
+    data = segment_video(video, refs, out_dir, load_settings(**settings), force=force, chat_model=chat_model)
     return SegmentResult(out_dir, data)
 
 

@@ -29,6 +29,7 @@ models_app = typer.Typer(help="List and download the models alref uses.", no_arg
 app.add_typer(models_app, name="models")
 
 _state: dict[str, Any] = {"debug": False}
+LLM = "LLM (GPT-PS agent; the key comes from ALREF_LLM_API_KEY or OPENAI_API_KEY)"
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -106,6 +107,51 @@ def segment(
     keep_work: Annotated[
         bool | None, typer.Option("--keep-work", help="keep decoded frames in OUT/work")
     ] = None,
+    llm: Annotated[
+        str | None,
+        typer.Option(
+            "--llm", help="vision chat model, e.g. gpt-4o (turns the agent on)", rich_help_panel=LLM
+        ),
+    ] = None,
+    llm_base_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1", rich_help_panel=LLM),
+    ] = None,
+    llm_timeout: Annotated[
+        float | None, typer.Option(help="seconds per LLM request [default: 120]", rich_help_panel=LLM)
+    ] = None,
+    llm_retries: Annotated[
+        int | None, typer.Option(help="re-asks after an invalid answer [default: 2]", rich_help_panel=LLM)
+    ] = None,
+    llm_temperature: Annotated[float | None, typer.Option(help="[default: 0]", rich_help_panel=LLM)] = None,
+    llm_seed: Annotated[int | None, typer.Option(help="[default: 0]", rich_help_panel=LLM)] = None,
+    llm_max_tokens: Annotated[
+        int | None, typer.Option(help="answer budget per call [default: 2048]", rich_help_panel=LLM)
+    ] = None,
+    llm_image_detail: Annotated[
+        str | None, typer.Option(help="auto, low or high [default: high]", rich_help_panel=LLM)
+    ] = None,
+    llm_max_image_side: Annotated[
+        int | None, typer.Option(help="longest side of images sent [default: 1536]", rich_help_panel=LLM)
+    ] = None,
+    llm_concurrency: Annotated[
+        int | None, typer.Option(help="clips reasoned about at once [default: 4]", rich_help_panel=LLM)
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="neither read nor write the LLM answer cache", rich_help_panel=LLM),
+    ] = False,
+    no_llm: Annotated[
+        bool | None,
+        typer.Option("--no-llm", help="run the baseline even if an LLM is configured", rich_help_panel=LLM),
+    ] = None,
+    not_found: Annotated[
+        str | None,
+        typer.Option(
+            help="if the LLM finds no box in any clip: empty or baseline [default: empty]",
+            rich_help_panel=LLM,
+        ),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="recompute even if the output folder holds this result")
     ] = False,
@@ -124,7 +170,10 @@ def segment(
         models=models, grounding_model=grounding_model, segmentation_model=segmentation_model, device=device,
         precision=precision, offload_video=offload_video, offload_state=offload_state, clip_frames=clip_frames,
         samples=samples, box_threshold=box_threshold, text_threshold=text_threshold, top_k=top_k, pivot=pivot,
-        overlay=overlay, offline=offline, keep_work=keep_work,
+        overlay=overlay, offline=offline, keep_work=keep_work, llm=llm, llm_base_url=llm_base_url,
+        llm_timeout=llm_timeout, llm_retries=llm_retries, llm_temperature=llm_temperature, llm_seed=llm_seed,
+        llm_max_tokens=llm_max_tokens, llm_image_detail=llm_image_detail, llm_max_image_side=llm_max_image_side,
+        llm_concurrency=llm_concurrency, cache=False if no_cache else None, no_llm=no_llm, not_found=not_found,
     )  # fmt: skip
     out_dir = out if out is not None else Path("alref-out") / Path(video).stem
     result = segment_video(video, references, out_dir, settings, RichReporter(err_console), force=force)
@@ -155,6 +204,30 @@ def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
         f"outputs in {out_dir}/ (masks/, masks.json, result.json{', overlay.mp4' if result['outputs']['overlay'] else ''})"
     )
     out_console.print(f"timings: {timings}")
+
+
+# ---------------------------------------------------------------------------------------------
+# traces
+
+trace_app = typer.Typer(
+    help="Read the agent traces that every run writes to OUT/trace/.", no_args_is_help=True
+)
+app.add_typer(trace_app, name="trace")
+
+
+@trace_app.command("show")
+def trace_show(
+    run: Annotated[Path, typer.Argument(help="a run's output folder (or its trace/ folder)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the events as a JSON list")] = False,
+) -> None:
+    """Print a run's trace as a tree: references, clips, steps, LLM calls, decisions and fallbacks."""
+    from alref.trace_view import load_trace, render_tree
+
+    events = load_trace(run)
+    if as_json:
+        _print_json(events)
+        return
+    out_console.print(render_tree(events, run))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,32 +300,16 @@ def models_pull(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one-line errors, exit codes by error type."""
+    """Console entry point: usage errors as click prints them (exit 2), AlrefErrors as one line."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        code = app(args=args, prog_name="alref", standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        app(args=args, prog_name="alref")
     except AlrefError as exc:
         if _state["debug"] or "--debug" in args:
             raise
         message = " ".join(str(exc).split())
         err_console.print(f"alref: error: {message}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("alref: interrupted; rerun the same command to continue", highlight=False)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and aborts
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alref.errors import ConfigError
@@ -108,6 +108,44 @@ class Settings(BaseSettings):
     tile_columns: int = Field(0, ge=0, description="tile grid columns; 0 = as square as possible")
     tile_max_side: int = Field(2048, ge=256, description="longest side of a tiled image, pixels")
 
+    # the LLM (GPT-PS). Configured when a base URL, an API key or --llm is given.
+    llm: str | None = Field(
+        None, description="vision chat model name, e.g. gpt-4o; setting it turns the agent on"
+    )
+    no_llm: bool = Field(False, description="run the baseline even when an LLM is configured")
+    llm_base_url: str | None = Field(
+        None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM, Ollama, LM Studio)"
+    )
+    llm_api_key: SecretStr | None = Field(None, description="API key (else OPENAI_API_KEY); never logged")
+    llm_temperature: float = Field(0.0, ge=0.0, le=2.0)
+    llm_seed: int | None = Field(0, description="sampling seed sent to the server (None to omit)")
+    llm_max_tokens: int = Field(
+        2048, ge=16, description="answer budget per call; generous, a cut JSON answer fails to parse"
+    )
+    llm_timeout: float = Field(120.0, gt=0, description="seconds per HTTP request")
+    llm_image_detail: Literal["auto", "low", "high"] = "high"
+    llm_max_image_side: int = Field(
+        1536, ge=64, description="images sent to the LLM are downscaled to this longest side"
+    )
+    llm_retries: int = Field(
+        2, ge=0, description="re-asks after an invalid answer before the baseline fallback"
+    )
+    llm_transport_retries: int = Field(
+        4, ge=0, description="retries after a timeout, 429, 5xx or refused connection"
+    )
+    llm_backoff: float = Field(
+        1.0, ge=0.0, description="first backoff in seconds (doubles per retry; Retry-After wins)"
+    )
+    llm_concurrency: int = Field(4, ge=1, description="clips (and references) reasoned about at once")
+    llm_json: Literal["auto", "json_schema", "none"] = Field(
+        "auto", description="structured output: auto = JSON schema, dropped if the server rejects it"
+    )
+    cache: bool = Field(True, description="cache LLM answers on disk (--no-cache to bypass)")
+    not_found: Literal["empty", "baseline"] = Field(
+        "empty",
+        description="when the LLM says no box fits in every clip: empty masks, or the baseline decision",
+    )
+
     # outputs
     overlay: bool = Field(True, description="write overlay.mp4")
     keep_work: bool = Field(False, description="keep the decoded frames in <out>/work after a finished run")
@@ -132,9 +170,26 @@ class Settings(BaseSettings):
     def is_offline(self) -> bool:
         return self.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
 
+    @property
+    def api_key(self) -> str | None:
+        if self.llm_api_key is not None:
+            return self.llm_api_key.get_secret_value()
+        return os.environ.get("OPENAI_API_KEY") or None
+
+    @property
+    def llm_configured(self) -> bool:
+        """The agent runs when a model, a server or a key is given; otherwise the baseline."""
+        return not self.no_llm and bool(self.llm or self.llm_base_url or self.api_key)
+
+    @property
+    def llm_model(self) -> str:
+        return self.llm or "gpt-4o"
+
     def public_dict(self) -> dict[str, Any]:
-        """Settings as written to result.json (paths as strings)."""
-        return self.model_dump(mode="json")
+        """Settings as written to result.json: paths as strings, the API key never."""
+        data = self.model_dump(mode="json")
+        data["llm_api_key"] = "set" if self.api_key else None
+        return data
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -71,22 +70,23 @@ def model_rows() -> list[dict[str, Any]]:
 
 
 def llm_report() -> dict[str, Any]:
-    base_url = os.environ.get("ALREF_LLM_BASE_URL")
-    has_key = bool(os.environ.get("ALREF_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY"))
-    if not base_url and not has_key:
+    settings = load_settings()
+    if not settings.llm_configured:
         return {
             "configured": False,
             "summary": "not configured: segment runs the GroundingDINO + SAM 2 baseline",
         }
-    url = (base_url or "https://api.openai.com/v1").rstrip("/")
-    reachable, detail = _probe(url, os.environ.get("ALREF_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY"))
+    url = (settings.llm_base_url or "https://api.openai.com/v1").rstrip("/")
+    key = settings.api_key
+    reachable, detail = _probe(url, key)
     return {
         "configured": True,
+        "model": settings.llm_model,
         "base_url": url,
-        "api_key": "set" if has_key else "not set",
+        "api_key": "set" if key else "not set",
         "reachable": reachable,
         "detail": detail,
-        "summary": f"configured ({url}; key {'set' if has_key else 'not set'}); "
+        "summary": f"{settings.llm_model} at {url} (key {'set' if key else 'not set'}); "
         + ("reachable" if reachable else "NOT reachable")
         + f": {detail}",
     }

@@ -83,3 +83,15 @@ def run_cli(capsys, monkeypatch, tmp_path):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def llm_server():
+    """A started scripted OpenAI-compatible server (tests/llm_server.py), stopped after the test."""
+    from llm_server import ScriptedOpenAIServer
+
+    server = ScriptedOpenAIServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,31 +12,35 @@ detections it had saved in ``<out>/work/``.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-import alref
+from alref.agent.trace import Tracer
 from alref.config import Settings
 from alref.errors import InputError
-from alref.media.sampling import Clip, make_clips
-from alref.media.video import Video, open_video
+from alref.media.sampling import make_clips
+from alref.media.video import open_video
 from alref.media.writers import atomic_write_json
-from alref.pipeline.baseline import ClipPivot, choose_pivot, start_frame
+from alref.pipeline.baseline import ClipPivot, choose_pivot
+from alref.pipeline.keys import digest, video_key
 from alref.pipeline.outputs import MaskSink, write_overlay
+from alref.pipeline.report import (
+    SMOKE_NOTE,
+    apply_agent_outcome,
+    build_result,
+    finished_result,
+    llm_label,
+    llm_usage,
+)
+from alref.pipeline.stages import decode, detect, propagate_all, remove_frame_store, save_samples
 from alref.progress import Reporter
-from alref.tools.grounding import Detection, GroundingDetector
+from alref.tools.grounding import GroundingDetector
 from alref.tools.loading import ModelSource, model_name, resolve, resolve_device
-from alref.tools.segmentation import MemmapFrameStore, Sam2VideoSegmenter
-
-SMOKE_NOTE = "made with the smoke profile: tiny random-weight models, the masks are meaningless"
+from alref.tools.segmentation import Sam2VideoSegmenter
 
 
 @dataclass
@@ -63,25 +67,6 @@ def resolve_models(settings: Settings) -> Models:
     )
 
 
-def _file_key(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _video_key(path: Path) -> dict[str, Any]:
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file())
-        return {
-            "path": str(path.resolve()),
-            "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files],
-        }
-    return _file_key(path)
-
-
 class _Timer:
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
@@ -97,8 +82,12 @@ def segment_video(
     settings: Settings,
     reporter: Reporter | None = None,
     force: bool = False,
+    chat_model: Any = None,
 ) -> dict[str, Any]:
-    """Run the whole pipeline; returns the result.json content (also written to ``out``)."""
+    """Run the whole pipeline; returns the result.json content (also written to ``out``).
+
+    With an LLM configured (or ``chat_model``, any LangChain chat model) the pivots are chosen by
+    the GPT-PS agent; otherwise by the baseline."""
     reporter = reporter or Reporter()
     references = [r.strip() for r in references]
     if not references or any(not r for r in references):
@@ -112,15 +101,15 @@ def segment_video(
     video = open_video(video_path)
     info = video.info
     models = resolve_models(settings)
-    run_key = _digest(
+    run_key = digest(
         {
-            "video": _video_key(Path(video_path)),
+            "video": video_key(Path(video_path)),
             "references": references,
             "settings": settings.public_dict() | {"cache_dir": None},
             "models": models.describe(),
         }
     )
-    previous = _finished_result(out, run_key)
+    previous = finished_result(out, run_key)
     if previous is not None and not force:
         reporter.note(
             f"already done: {out / 'result.json'} matches this input and these settings (use --force to redo)"
@@ -130,7 +119,16 @@ def segment_video(
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     work.mkdir(exist_ok=True)
-    reporter.note("mode: baseline (GroundingDINO + SAM 2; no LLM configured)")
+    resumed = _continues_earlier_run(work, run_key, force)
+    tracer = _start_trace(out, settings, resumed)
+    tracer.event("run_start", run_key=run_key, resumed=resumed, references=references, input=info.to_dict())
+    agent = chat_model is not None or settings.llm_configured
+    if agent:
+        reporter.note(
+            f"mode: agent (GPT-PS with {llm_label(settings, chat_model)}; GroundingDINO + SAM 2 tools)"
+        )
+    else:
+        reporter.note("mode: baseline (GroundingDINO + SAM 2; no LLM configured)")
     if models.smoke:
         reporter.note(f"note: {SMOKE_NOTE}")
 
@@ -146,25 +144,46 @@ def segment_video(
 
     # one decoding pass: SAM 2 frames to the memmap, sampled frames kept for detection
     t = time.perf_counter()
-    store, sampled_frames = _decode(
-        video, segmenter, sampled, work, reporter, _digest(_video_key(Path(video_path)))
+    store, sampled_frames = decode(
+        video, segmenter, sampled, work, reporter, digest(video_key(Path(video_path)))
     )
     timer.add("decode", t)
 
     t = time.perf_counter()
-    detections = _detect(
+    detections = detect(
         detector, references, sampled, sampled_frames, settings, models, work, reporter, run_key
     )
-    del sampled_frames
     timer.add("detection", t)
+    if agent:
+        save_samples(sampled_frames, work / "samples")
+    del sampled_frames
 
-    pivots = {obj: [choose_pivot(c, detections[obj], settings.pivot) for c in clips] for obj in detections}
+    sink = MaskSink(out, info, {i + 1: ref for i, ref in enumerate(references)})
 
-    t = time.perf_counter()
-    objects = {i + 1: ref for i, ref in enumerate(references)}
-    sink = MaskSink(out, info, objects)
-    starts = _propagate(segmenter, store, info, pivots, sink, reporter)
-    timer.add("propagation", t)
+    def propagate(pivots: dict[int, list[ClipPivot]]) -> dict[int, dict]:
+        t = time.perf_counter()
+        starts = propagate_all(segmenter, store, info, pivots, sink, reporter)
+        timer.add("propagation", t)
+        return starts
+
+    not_found: dict[int, str] = {}
+    llm_summary = None
+    if agent:
+        t = time.perf_counter()
+        outcome, llm_summary = _select_with_agent(
+            settings, chat_model, tracer, detections, references, clips, work, run_key, propagate, reporter
+        )
+        pivots, not_found, starts = outcome["pivots"], outcome["not_found"], outcome["starts"]
+        timer.add("selection", t + timer.times.get("propagation", 0.0))  # reasoning time, without SAM 2
+    else:
+        pivots = {
+            obj: [choose_pivot(c, detections[obj], settings.pivot) for c in clips] for obj in detections
+        }
+        for obj, clip_pivots in pivots.items():
+            for p in clip_pivots:
+                tracer.event("clip_decided", ref=obj, clip=p.clip.index, valid=p.valid, pivot_frame=p.frame,
+                             pivot_box=p.box, decided_by="baseline", reason=p.reason)  # fmt: skip
+        starts = propagate(pivots)
 
     t = time.perf_counter()
     sink.write_json()
@@ -179,203 +198,47 @@ def segment_video(
     timer.add("writing", t)
 
     if not settings.keep_work:
-        _remove_frame_store(store, work)
+        remove_frame_store(store, work)
     timer.times["total"] = round(time.perf_counter() - started, 3)
-    result = _result(
+    result = build_result(
         video, references, settings, models, clips, detections, pivots, starts, sink, timer, run_key
     )
+    apply_agent_outcome(result, not_found, llm_summary, settings, chat_model)
     atomic_write_json(out / "result.json", result)
+    tracer.event("run_end", status=result["status"], timings_s=timer.times)
     return result
 
 
-def _decode(
-    video: Video,
-    segmenter: Sam2VideoSegmenter,
-    sampled: list[int],
-    work: Path,
-    reporter: Reporter,
-    video_digest: str,
+def _continues_earlier_run(work: Path, run_key: str, force: bool) -> bool:
+    """True when ``work/`` holds an unfinished run of this exact input; otherwise its agent
+    checkpoint is dropped so the graph starts over (``force`` always starts over)."""
+    marker = work / "run_key"
+    same = not force and marker.is_file() and marker.read_text().strip() == run_key
+    if not same:
+        (work / "agent.sqlite").unlink(missing_ok=True)
+        marker.write_text(run_key)
+    return same
+
+
+def _start_trace(out: Path, settings: Settings, resumed: bool) -> Tracer:
+    """A resumed run appends to its trace; a new run starts a new one."""
+    if not resumed:
+        shutil.rmtree(out / "trace", ignore_errors=True)
+    return Tracer(out / "trace", secrets=[settings.api_key] if settings.api_key else [])
+
+
+def _select_with_agent(
+    settings, chat_model, tracer, detections, references, clips, work, run_key, propagate, reporter
 ):
-    info = video.info
-    side = segmenter.image_size
-    store_path = work / f"frames_{side}.u8"
-    done_marker = work / f"frames_{side}.done"
-    wanted = set(sampled)
-    store = MemmapFrameStore(store_path, info.num_frames, side)
-    keep: dict[int, np.ndarray] = {}
-    marker = {"video": video_digest, "num_frames": info.num_frames, "side": side}
-    resumed = store.reopened and done_marker.is_file() and json.loads(done_marker.read_text()) == marker
-    if resumed:  # the SAM 2 frames are on disk from an interrupted run: decode only the sampled frames
-        with reporter.stage("decode", len(wanted)) as stage:
-            for index, frame in video.iter_frames(sampled):
-                keep[index] = frame
-                stage.advance()
-        return store, keep
-    with reporter.stage("decode", info.num_frames) as stage:
-        for index, frame in video.iter_frames():
-            store[index] = segmenter.prepare_frame(frame)
-            if index in wanted:
-                keep[index] = frame
-            stage.advance()
-    store.flush()
-    done_marker.write_text(json.dumps(marker))
-    return store, keep
+    from alref.agent.context import AgentContext
+    from alref.agent.llm import LLMClient
+    from alref.agent.run import run_agent
 
-
-def _detect(
-    detector, references, sampled, frames, settings, models, work, reporter, run_key
-) -> dict[int, dict[int, list[Detection]]]:
-    """Detections per object id and sampled frame; saved in work/ so a resumed run skips this."""
-    cache = work / "detections.json"
-    key = _digest(
-        [
-            run_key,
-            references,
-            settings.box_threshold,
-            settings.text_threshold,
-            settings.top_k,
-            sampled,
-            models.grounding.revision,
-        ]
-    )
-    if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return {
-                int(obj): {
-                    int(f): [Detection(tuple(d["box"]), d["score"], d["phrase"]) for d in dets]
-                    for f, dets in per.items()
-                }
-                for obj, per in saved["detections"].items()
-            }
-    images = [frames[f] for f in sampled]
-    result: dict[int, dict[int, list[Detection]]] = {}
-    with reporter.stage("detection", len(references) * len(sampled)) as stage:
-        for i, ref in enumerate(references):
-            per_frame: list[list[Detection]] = []
-            for b in range(0, len(images), settings.detect_batch):
-                batch = images[b : b + settings.detect_batch]
-                per_frame += detector.detect(
-                    batch,
-                    ref,
-                    settings.box_threshold,
-                    settings.text_threshold,
-                    settings.top_k,
-                    settings.detect_batch,
-                )
-                stage.advance(len(batch))
-            result[i + 1] = dict(zip(sampled, per_frame, strict=True))
-    atomic_write_json(
-        cache,
-        {
-            "key": key,
-            "detections": {
-                str(obj): {
-                    str(f): [{"box": list(d.box), "score": d.score, "phrase": d.phrase} for d in dets]
-                    for f, dets in per.items()
-                }
-                for obj, per in result.items()
-            },
-        },
-    )
-    return result
-
-
-def _propagate(
-    segmenter, store, info, pivots: dict[int, list[ClipPivot]], sink: MaskSink, reporter: Reporter
-) -> dict[int, dict]:
-    """Prompt SAM 2 with every valid clip pivot of every object and propagate once, both ways."""
-    starts = {obj: dict(zip(("frame", "reason"), start_frame(p), strict=True)) for obj, p in pivots.items()}
-    prompted = [obj for obj in pivots if starts[obj]["frame"] is not None]
-    if prompted:
-        session = segmenter.start_session(store, info.height, info.width)
-        for obj in prompted:
-            for p in pivots[obj]:
-                if p.valid:
-                    session.add_box(p.frame, obj, p.box)
-        # one propagation serves every object; it starts at the first object's start frame
-        first = starts[prompted[0]]["frame"]
-        with reporter.stage("propagation", info.num_frames) as stage:
-            for frame, masks in session.propagate(first, progress=stage.advance):
-                sink.add(frame, masks)
-        for obj in prompted:
-            starts[obj]["propagated_from"] = first
-    sink.fill_missing()
-    return starts
-
-
-def _remove_frame_store(store: MemmapFrameStore, work: Path) -> None:
-    """The decoded frames only serve an interrupted run; once finished they go (3 MiB/frame at 1024 px)."""
-    for leftover in (store.path, store.path.with_suffix(".done")):
-        leftover.unlink(missing_ok=True)
-
-
-def _finished_result(out: Path, run_key: str) -> dict[str, Any] | None:
-    path = out / "result.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if data.get("run_key") != run_key:
-        return None
-    needed = [out / "masks.json", out / "masks"] + (
-        [out / "overlay.mp4"] if data.get("outputs", {}).get("overlay") else []
-    )
-    return data if all(p.exists() for p in needed) else None
-
-
-def _result(
-    video, references, settings, models, clips: list[Clip], detections, pivots, starts, sink, timer, run_key
-):
-    refs = []
-    for obj, ref in enumerate(references, start=1):
-        found = starts[obj]["frame"] is not None
-        refs.append(
-            {
-                "id": obj,
-                "text": ref,
-                "status": "ok" if found else "not_found",
-                "reason": starts[obj]["reason"]
-                if found
-                else "no candidate box in any sampled frame of any clip",
-                "start_frame": starts[obj]["frame"],
-                "propagated_from": starts[obj].get("propagated_from"),
-                "clips": [p.to_dict(detections[obj]) for p in pivots[obj]],
-                "masks": sink.summary(obj),
-            }
-        )
-    found = sum(r["status"] == "ok" for r in refs)
-    status = "ok" if found == len(refs) else ("not_found" if found == 0 else "partial")
-    result: dict[str, Any] = {
-        "alref_version": alref.__version__,
-        "status": status,
-        "mode": "baseline",
-        "mode_reason": "no LLM configured: GroundingDINO + SAM 2 baseline decisions",
-        "smoke": models.smoke,
-    }
-    if models.smoke:
-        result["smoke_note"] = SMOKE_NOTE
-    result |= {
-        "input": video.info.to_dict(),
-        "references": refs,
-        "clips": [
-            {"index": c.index, "start": c.start, "end": c.end, "samples": list(c.samples)} for c in clips
-        ],
-        "settings": settings.public_dict(),
-        "models": models.describe(),
-        "device": models.device,
-        "timings_s": timer.times,
-        "outputs": {
-            "masks": "masks",
-            "masks_json": "masks.json",
-            "objects": "objects" if sink.multi else None,
-            "palette": "palette" if sink.multi else None,
-            "overlay": "overlay.mp4" if settings.overlay else None,
-            "result": "result.json",
-        },
-        "environment": {"python": platform.python_version(), "platform": platform.platform()},
-        "run_key": run_key,
-    }
-    return result
+    llm = LLMClient(settings, chat_model=chat_model, tracer=tracer)
+    with reporter.stage("reasoning", len(references) * len(clips)) as stage:
+        ctx = AgentContext(
+            settings=settings, llm=llm, detections=detections, samples_dir=work / "samples", work=work / "agent",
+            propagate=propagate, tracer=tracer, clip_done=stage.advance,
+        )  # fmt: skip
+        outcome = run_agent(ctx, references, clips, work / "agent.sqlite", run_key)
+    return outcome, llm_usage(tracer, llm)

@@ -1,0 +1,80 @@
+"""A clip's conversation with the LLM: turns kept in graph state as text + image paths, asked
+through the LLM client, and the ask-parse-validate step that the ``choose_*`` nodes share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from alref.agent.context import AgentContext
+from alref.agent.llm import LLMReply, LLMUnavailableError, Turn
+from alref.agent.parsing import AnswerParseError, parse_answer
+from alref.agent.state import ClipState, Message
+from alref.prompts import render
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def message(role: str, text: str, images: Sequence[str] = ()) -> Message:
+    return {"role": role, "text": text, "images": [str(p) for p in images]}
+
+
+def turns(conversation: Sequence[Message]) -> list[Turn]:
+    return [Turn(m["role"], m["text"], tuple(m["images"])) for m in conversation]  # type: ignore[arg-type]
+
+
+def start(user_text: str, images: Sequence[str] = ()) -> list[Message]:
+    return [message("system", render("system")), message("user", user_text, images)]
+
+
+def trace_context(state: ClipState, **extra: Any) -> dict[str, Any]:
+    return {"ref": state.get("ref_id"), "clip": state.get("clip", {}).get("index"), **extra}
+
+
+def ask(ctx: AgentContext, conversation: list[Message], step: str, context: dict[str, Any],
+        schema: type[BaseModel] | None = None) -> LLMReply:  # fmt: skip
+    """Ask with the whole conversation so far; transport failures mark the LLM down for the run
+    when they are fatal, and are re-raised for the node to route to its fallback."""
+    try:
+        return ctx.llm.ask(turns(conversation), schema, step=step, context=context)
+    except LLMUnavailableError as error:
+        ctx.note_failure(error)
+        raise
+
+
+def choose(
+    ctx: AgentContext,
+    state: ClipState,
+    *,
+    step: str,
+    schema: type[M],
+    first_prompt: str,
+    expected: str,
+    attempts_key: str,
+    error_key: str,
+    validate: Callable[[M], None],
+) -> tuple[dict[str, Any], M | None]:
+    """One attempt of a deciding step. The first attempt asks ``first_prompt``; a retry appends the
+    previous validation error as a new turn. Returns (state update, valid answer or None)."""
+    attempt = state.get(attempts_key, 0) + 1
+    conversation = list(state.get("conversation", []))
+    if attempt == 1:
+        conversation.append(message("user", first_prompt))
+    else:
+        conversation.append(message("user", render("retry", error=state.get(error_key), expected=expected)))
+    update: dict[str, Any] = {attempts_key: attempt, "conversation": conversation}
+    try:
+        reply = ask(ctx, conversation, step, trace_context(state, attempt=attempt), schema)
+    except LLMUnavailableError as error:
+        return update | {"llm_down": str(error)}, None
+    conversation.append(message("assistant", reply.text))
+    try:
+        answer = parse_answer(reply.text, schema)
+        validate(answer)
+    except (AnswerParseError, ValueError) as error:
+        text = " ".join(str(error).split())
+        ctx.tracer.event("validation_error", step=step, **trace_context(state, attempt=attempt), error=text)
+        return update | {error_key: text}, None
+    return update | {error_key: None}, answer  # type: ignore[return-value]

@@ -1,0 +1,373 @@
+"""The one way alref reaches an LLM: a ``ChatOpenAI`` (OpenAI or any OpenAI-compatible server) behind
+:class:`LLMClient`, which adds what a long unattended run needs:
+
+- images as JPEG data URLs, downscaled to ``llm_max_image_side``, with the configured detail;
+- a JSON-schema ``response_format`` for structured answers, dropped for good when the server rejects it;
+- transport retries (timeout, 429 with ``Retry-After``, 5xx, refused connection) with exponential backoff
+  through an injectable ``sleep``; everything else fails at once with a one-line :class:`LLMUnavailableError`,
+  and a text-only model that is sent an image fails with :class:`LLMCannotSeeImagesError`;
+- an on-disk answer cache keyed by everything sent (images by the sha256 of the bytes sent);
+- one ``llm_call`` trace event per question (images by path, never base64; the API key scrubbed).
+
+Parsing the answer is the caller's job (:func:`alref.agent.parsing.parse_answer`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from PIL import Image
+from pydantic import BaseModel
+
+from alref.agent.cache import AnswerCache
+from alref.agent.llm_errors import (
+    Failure,
+    LLMCannotSeeImagesError,
+    LLMError,
+    LLMUnavailableError,
+    classify,
+    unavailable,
+)
+from alref.agent.trace import NullTracer, Tracer
+from alref.config import Settings
+
+OPENAI_URL = "https://api.openai.com/v1"
+MAX_BACKOFF_S = 30.0
+
+__all__ = [
+    "LLMCannotSeeImagesError",
+    "LLMClient",
+    "LLMError",
+    "LLMReply",
+    "LLMUnavailableError",
+    "Turn",
+    "image_tokens",
+]
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Literal["system", "user", "assistant"]
+    text: str
+    images: tuple[str, ...] = ()  # image FILE paths, sent after the text (user turns only)
+
+
+@dataclass
+class LLMReply:
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    image_tokens_estimate: int = 0  # OpenAI's published formula for the detail used, summed over images
+    latency_s: float = 0.0
+    cache_hit: bool = False
+    transport_attempts: int = 0  # HTTP attempts made (0 on a cache hit)
+    structured: bool = False  # whether a JSON-schema response_format was sent
+    finish_reason: str | None = None  # "stop", "length" (cut at llm_max_tokens), ...
+
+
+_CACHED = ("text", "prompt_tokens", "completion_tokens", "structured", "finish_reason")
+
+
+@dataclass(frozen=True)
+class _Image:
+    path: str
+    data_url: str
+    sha256: str
+    width: int
+    height: int
+
+
+def image_tokens(width: int, height: int, detail: str) -> int:
+    """OpenAI's published image cost; ``auto`` is counted as ``high`` (an upper bound)."""
+    if detail == "low":
+        return 85
+    scale = min(1.0, 2048 / max(width, height))
+    w, h = width * scale, height * scale
+    scale = min(1.0, 768 / min(w, h))
+    w, h = w * scale, h * scale
+    return 170 * math.ceil(w / 512) * math.ceil(h / 512) + 85
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise LLMError(f"cannot read the image {path} to send to the LLM: {exc}") from None
+
+
+def _encode_image(path: str, data: bytes, max_side: int) -> _Image:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            width, height = img.size
+            scale = max_side / max(width, height)
+            if scale >= 1 and img.format == "JPEG" and img.mode == "RGB":
+                sent = data  # already a small enough JPEG: send it untouched
+            else:
+                out = img.convert("RGB")
+                if scale < 1:
+                    width, height = max(1, round(width * scale)), max(1, round(height * scale))
+                    out = out.resize((width, height), Image.Resampling.LANCZOS)
+                buffer = io.BytesIO()
+                out.save(buffer, format="JPEG", quality=90)
+                sent = buffer.getvalue()
+    except (OSError, ValueError) as exc:
+        raise LLMError(f"cannot read the image {path} to send to the LLM: {exc}") from None
+    url = "data:image/jpeg;base64," + base64.b64encode(sent).decode("ascii")
+    return _Image(path, url, hashlib.sha256(sent).hexdigest(), width, height)
+
+
+def _answer_text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, list):
+        content = "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content)
+    return content or str(message.additional_kwargs.get("refusal") or "")
+
+
+class LLMClient:
+    """Asks the configured vision LLM; safe to call from several threads at once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        chat_model: BaseChatModel | None = None,
+        tracer: Tracer | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.base_url = (settings.llm_base_url or OPENAI_URL).rstrip("/")
+        self._key = settings.api_key
+        if chat_model is None:
+            from langchain_openai import ChatOpenAI
+
+            local = bool(settings.llm_base_url) and "api.openai.com" not in self.base_url
+            chat_model = ChatOpenAI(
+                model=settings.llm_model,
+                base_url=settings.llm_base_url,
+                api_key=self._key or "not-needed",
+                temperature=settings.llm_temperature,
+                seed=settings.llm_seed,
+                max_tokens=settings.llm_max_tokens,  # sent as max_completion_tokens
+                timeout=settings.llm_timeout,
+                max_retries=0,  # we retry: a 5xx must not be tripled by the openai client
+                # local servers (llama.cpp, Ollama, LM Studio) read max_tokens, not max_completion_tokens
+                extra_body={"max_tokens": settings.llm_max_tokens} if local else None,
+            )
+        self.chat_model = chat_model
+        self.model_name: str = getattr(chat_model, "model_name", None) or settings.llm_model
+        self.tracer = tracer or NullTracer()
+        self.tracer.add_secret(self._key)
+        self._sleep = sleep
+        self._cache = AnswerCache(settings.cache_dir / "llm") if settings.cache else None
+        self._structured_ok = settings.llm_json != "none"
+        self._lock = threading.Lock()
+        self._calls = 0
+        self._images: dict[tuple[str, int], _Image] = {}
+
+    @property
+    def calls(self) -> int:
+        with self._lock:
+            return self._calls
+
+    @property
+    def structured_enabled(self) -> bool:
+        return self._structured_ok
+
+    def ask(
+        self,
+        turns: Sequence[Turn],
+        schema: type[BaseModel] | None = None,
+        *,
+        step: str,
+        context: Mapping[str, Any] | None = None,
+    ) -> LLMReply:
+        """Send ``turns`` and return the raw answer; raises :class:`LLMUnavailableError` on failure."""
+        started = time.monotonic()
+        images = [[self._image(p) for p in turn.images] for turn in turns]
+        detail = self.settings.llm_image_detail
+        estimate = sum(image_tokens(i.width, i.height, detail) for sent in images for i in sent)
+        structured = schema is not None and self._structured_ok
+        event = {"step": step, "context": dict(context or {}), "model": self.model_name}
+        event["messages"] = self._trace_messages(turns)
+        try:
+            reply = self._cached_call(turns, images, schema, structured, step)
+        except Exception as exc:
+            latency = round(time.monotonic() - started, 4)
+            kind = exc.kind if isinstance(exc, LLMUnavailableError) else type(exc).__name__
+            attempts = exc.attempts if isinstance(exc, LLMUnavailableError) else None
+            failure = {"error_kind": kind, "error": str(exc), "transport_attempts": attempts}
+            failure |= {"latency_s": latency, "structured": structured, "image_tokens_estimate": estimate}
+            self.tracer.event("llm_call", **event, ok=False, **failure)
+            raise
+        reply.image_tokens_estimate = estimate
+        reply.latency_s = round(time.monotonic() - started, 4)
+        outcome = {k: v for k, v in vars(reply).items() if k != "text"}
+        self.tracer.event("llm_call", **event, ok=True, answer=reply.text, **outcome)
+        return reply
+
+    def _cached_call(
+        self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool, step: str
+    ) -> LLMReply:
+        if self._cache is None:
+            return self._call(turns, images, schema, structured, step)
+        key = self._cache.key(self._cache_payload(turns, images, schema, structured))
+        with self._cache.lock(key):  # concurrent identical questions wait for the first answer
+            stored = self._cache.get(key)
+            if stored is not None and isinstance(stored.get("text"), str):
+                return LLMReply(**{k: stored.get(k) for k in _CACHED}, cache_hit=True)
+            reply = self._call(turns, images, schema, structured, step)
+            if reply.text.strip() and reply.finish_reason not in ("length", "content_filter"):
+                value = {"model": self.model_name, **{k: getattr(reply, k) for k in _CACHED}}
+                self._cache.put(key, value)
+                if reply.structured != structured:  # the schema was rejected: later asks send none
+                    self._cache.put(self._cache.key(self._cache_payload(turns, images, schema, False)), value)
+            return reply
+
+    # building requests
+
+    def _image(self, path: str) -> _Image:
+        """The image as sent; encoded once per file content (tiles are shown in several questions)."""
+        data = _read(str(path))
+        memo = (hashlib.sha256(data).hexdigest(), self.settings.llm_max_image_side)
+        with self._lock:
+            cached = self._images.get(memo)
+        if cached is None:
+            cached = _encode_image(str(path), data, self.settings.llm_max_image_side)
+            with self._lock:
+                if len(self._images) > 256:
+                    self._images.clear()
+                self._images[memo] = cached
+        return cached
+
+    def _messages(self, turns: Sequence[Turn], images: list[list[_Image]]) -> list[BaseMessage]:
+        messages: list[BaseMessage] = []
+        detail = self.settings.llm_image_detail
+        for turn, sent in zip(turns, images, strict=True):
+            if turn.role == "system":
+                messages.append(SystemMessage(content=turn.text))
+            elif turn.role == "assistant":
+                messages.append(AIMessage(content=turn.text))
+            elif not sent:
+                messages.append(HumanMessage(content=turn.text))
+            else:
+                parts: list[str | dict[str, Any]] = [{"type": "text", "text": turn.text}]
+                parts += [
+                    {"type": "image_url", "image_url": {"url": i.data_url, "detail": detail}} for i in sent
+                ]
+                messages.append(HumanMessage(content=parts))
+            if sent and turn.role != "user":
+                raise LLMError(f"only user turns can carry images (a {turn.role} turn has {len(sent)})")
+        return messages
+
+    def _cache_payload(
+        self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool
+    ) -> dict[str, Any]:
+        s = self.settings
+        sent = [
+            {"role": t.role, "text": t.text, "images": [i.sha256 for i in im]}
+            for t, im in zip(turns, images, strict=True)
+        ]
+        return dict(
+            model=self.model_name,
+            base_url=self.base_url,
+            temperature=s.llm_temperature,
+            seed=s.llm_seed,
+            max_tokens=s.llm_max_tokens,
+            detail=s.llm_image_detail,
+            schema=None if schema is None else [schema.__name__, schema.model_json_schema()],
+            structured=structured,
+            messages=sent,
+        )
+
+    def _trace_messages(self, turns: Sequence[Turn]) -> list[dict[str, Any]]:
+        if not self.tracer.enabled:
+            return []
+        return [
+            {"role": t.role, "text": t.text, "images": [self.tracer.image(p) for p in t.images]}
+            for t in turns
+        ]
+
+    # calling
+
+    def _call(
+        self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool, step: str
+    ) -> LLMReply:
+        messages = self._messages(turns, images)
+        attempts = retries = 0
+        while True:
+            kwargs: dict[str, Any] = {}
+            if structured and schema is not None:
+                json_schema = {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False}
+                kwargs["response_format"] = {"type": "json_schema", "json_schema": json_schema}
+            attempts += 1
+            with self._lock:
+                self._calls += 1
+            try:
+                message = self.chat_model.invoke(messages, **kwargs)
+            except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as exc:
+                # with a response_format the openai client raises instead of returning a cut answer
+                return _from_completion(getattr(exc, "completion", None), attempts, structured)
+            except Exception as exc:
+                failure = classify(exc, any(images), structured)
+                if failure is None:
+                    raise
+                trace = {"step": step, "status": failure.status, "error": self._scrub(failure.detail)}
+                if failure.kind == "schema_rejected" and self.settings.llm_json == "auto":
+                    self._structured_ok = structured = False  # for the rest of this client's life
+                    self.tracer.event("llm_structured_disabled", **trace)
+                    continue
+                if not failure.retryable or retries >= self.settings.llm_transport_retries:
+                    raise self._error(failure, attempts) from None
+                wait = failure.retry_after
+                if wait is None:
+                    wait = min(MAX_BACKOFF_S, self.settings.llm_backoff * 2**retries)
+                self.tracer.event(
+                    "llm_retry", **trace, error_kind=failure.kind, attempt=attempts, wait_s=wait
+                )
+                retries += 1
+                self._sleep(wait)
+                continue
+            usage = getattr(message, "usage_metadata", None) or {}
+            return LLMReply(
+                text=_answer_text(message),
+                prompt_tokens=usage.get("input_tokens"),
+                completion_tokens=usage.get("output_tokens"),
+                transport_attempts=attempts,
+                structured=structured,
+                finish_reason=message.response_metadata.get("finish_reason"),
+            )
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key and len(self._key) >= 4 else text
+
+    def _error(self, failure: Failure, attempts: int) -> LLMUnavailableError:
+        timeout = self.settings.llm_timeout
+        return unavailable(
+            failure, attempts, url=self.base_url, model=self.model_name, timeout=timeout, secret=self._key
+        )
+
+
+def _from_completion(completion: Any, attempts: int, structured: bool) -> LLMReply:
+    """The answer of a completion the openai client refused to parse (cut at max tokens, filtered)."""
+    choice = completion.choices[0] if completion is not None and completion.choices else None
+    usage = getattr(completion, "usage", None)
+    return LLMReply(
+        text=(choice.message.content or choice.message.refusal or "") if choice else "",
+        prompt_tokens=getattr(usage, "prompt_tokens", None),
+        completion_tokens=getattr(usage, "completion_tokens", None),
+        transport_attempts=attempts,
+        structured=structured,
+        finish_reason=choice.finish_reason if choice else "content_filter",
+    )

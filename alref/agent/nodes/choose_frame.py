@@ -1,0 +1,75 @@
+"""Step 2: choose the sampled frame where the referent is clearest (validated, re-asked, then
+the baseline fallback: the sampled frame with the highest detection score)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from alref.agent import conversation as conv
+from alref.agent.answers import FrameChoice
+from alref.agent.context import AgentContext
+from alref.agent.state import ClipState
+from alref.media.sampling import Clip
+from alref.pipeline.baseline import samples_by_score
+from alref.prompts import render
+
+
+def expected_answer(n: int) -> str:
+    return json.dumps({"reasoning": "...", "frame": f"<a number from 1 to {n}>"})
+
+
+def choose_frame(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    if state.get("llm_down"):
+        return {}
+    samples = state["clip"]["samples"]
+    n = len(samples)
+
+    def validate(answer: FrameChoice) -> None:
+        if not 1 <= answer.frame <= n:
+            raise ValueError(f"frame {answer.frame} does not exist: the frames are numbered 1 to {n}")
+
+    update, answer = conv.choose(
+        ctx, state, step="choose_frame", schema=FrameChoice,
+        first_prompt=render("choose_frame", n_frames=n, reference=state["reference"]),
+        expected=expected_answer(n), attempts_key="frame_attempts", error_key="frame_error", validate=validate,
+    )  # fmt: skip
+    if answer is not None:
+        update |= {
+            "frame": samples[answer.frame - 1],
+            "frame_reasoning": answer.reasoning,
+            "frame_decided_by": "llm",
+        }
+    return update
+
+
+def choose_frame_fallback(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """No usable answer: take the sampled frame with the highest detection score (the baseline)."""
+    ctx = runtime.context
+    if state.get("llm_down"):
+        why = f"LLM unavailable: {state['llm_down']}"
+    else:
+        why = f"no valid answer after {state.get('frame_attempts', 0)} attempts (last: {state.get('frame_error')})"
+    c = state["clip"]
+    ranked = samples_by_score(
+        Clip(c["index"], c["start"], c["end"], tuple(c["samples"])), ctx.detections[state["ref_id"]]
+    )
+    frame = ranked[0] if ranked else None
+    ctx.tracer.event("fallback", step="choose_frame", **conv.trace_context(state), reason=why, frame=frame)
+    return {
+        "frame": frame,
+        "frame_decided_by": "fallback",
+        "frame_fallback_reason": why + "; took the sampled frame with the highest detection score",
+        "frame_reasoning": "",
+    }
+
+
+def route_after_choose_frame(state: ClipState) -> str:
+    if state.get("frame_decided_by") == "llm":
+        return "ground_candidates"
+    if not state.get("llm_down") and state.get("frame_attempts", 0) < state.get("max_attempts", 3):
+        return "choose_frame"
+    return "choose_frame_fallback"

@@ -1,0 +1,158 @@
+"""The stages of a run that touch frames and models: one decoding pass, detection on the sampled
+frames, SAM 2 propagation, and the files the agent reads (sampled frames as JPEG).
+
+Memory: one decoding pass writes every frame, resized to SAM 2's square input, into a uint8 memmap
+in ``<out>/work/`` (side² × 3 bytes per frame: 3 MiB at 1024 px) and keeps only the sampled frames
+at full resolution (H × W × 3 bytes each, e.g. 2.6 MiB at 720p, ``samples`` per clip).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from alref.media.video import Video
+from alref.media.writers import atomic_write_bytes, atomic_write_json
+from alref.pipeline.baseline import ClipPivot, start_frame
+from alref.pipeline.keys import digest
+from alref.pipeline.outputs import MaskSink
+from alref.progress import Reporter
+from alref.tools.grounding import Detection
+from alref.tools.segmentation import MemmapFrameStore, Sam2VideoSegmenter
+
+
+def save_samples(frames: dict[int, np.ndarray], folder: Path) -> None:
+    """The sampled frames as JPEG files: the agent's images are referenced by path, never held in state."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, frame in frames.items():
+        path = folder / f"{index}.jpg"
+        if not path.is_file():
+            buffer = io.BytesIO()
+            Image.fromarray(frame).save(buffer, format="JPEG", quality=95)
+            atomic_write_bytes(path, buffer.getvalue())
+
+
+def decode(
+    video: Video,
+    segmenter: Sam2VideoSegmenter,
+    sampled: list[int],
+    work: Path,
+    reporter: Reporter,
+    video_digest: str,
+):
+    info = video.info
+    side = segmenter.image_size
+    store_path = work / f"frames_{side}.u8"
+    done_marker = work / f"frames_{side}.done"
+    wanted = set(sampled)
+    store = MemmapFrameStore(store_path, info.num_frames, side)
+    keep: dict[int, np.ndarray] = {}
+    marker = {"video": video_digest, "num_frames": info.num_frames, "side": side}
+    resumed = store.reopened and done_marker.is_file() and json.loads(done_marker.read_text()) == marker
+    if resumed:  # the SAM 2 frames are on disk from an interrupted run: decode only the sampled frames
+        with reporter.stage("decode", len(wanted)) as stage:
+            for index, frame in video.iter_frames(sampled):
+                keep[index] = frame
+                stage.advance()
+        return store, keep
+    with reporter.stage("decode", info.num_frames) as stage:
+        for index, frame in video.iter_frames():
+            store[index] = segmenter.prepare_frame(frame)
+            if index in wanted:
+                keep[index] = frame
+            stage.advance()
+    store.flush()
+    done_marker.write_text(json.dumps(marker))
+    return store, keep
+
+
+def detect(
+    detector, references, sampled, frames, settings, models, work, reporter, run_key
+) -> dict[int, dict[int, list[Detection]]]:
+    """Detections per object id and sampled frame; saved in work/ so a resumed run skips this."""
+    cache = work / "detections.json"
+    key = digest(
+        [
+            run_key,
+            references,
+            settings.box_threshold,
+            settings.text_threshold,
+            settings.top_k,
+            sampled,
+            models.grounding.revision,
+        ]
+    )
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return {
+                int(obj): {
+                    int(f): [Detection(tuple(d["box"]), d["score"], d["phrase"]) for d in dets]
+                    for f, dets in per.items()
+                }
+                for obj, per in saved["detections"].items()
+            }
+    images = [frames[f] for f in sampled]
+    result: dict[int, dict[int, list[Detection]]] = {}
+    with reporter.stage("detection", len(references) * len(sampled)) as stage:
+        for i, ref in enumerate(references):
+            per_frame: list[list[Detection]] = []
+            for b in range(0, len(images), settings.detect_batch):
+                batch = images[b : b + settings.detect_batch]
+                per_frame += detector.detect(
+                    batch,
+                    ref,
+                    settings.box_threshold,
+                    settings.text_threshold,
+                    settings.top_k,
+                    settings.detect_batch,
+                )
+                stage.advance(len(batch))
+            result[i + 1] = dict(zip(sampled, per_frame, strict=True))
+    atomic_write_json(
+        cache,
+        {
+            "key": key,
+            "detections": {
+                str(obj): {
+                    str(f): [{"box": list(d.box), "score": d.score, "phrase": d.phrase} for d in dets]
+                    for f, dets in per.items()
+                }
+                for obj, per in result.items()
+            },
+        },
+    )
+    return result
+
+
+def propagate_all(
+    segmenter, store, info, pivots: dict[int, list[ClipPivot]], sink: MaskSink, reporter: Reporter
+) -> dict[int, dict]:
+    """Prompt SAM 2 with every valid clip pivot of every object and propagate once, both ways."""
+    starts = {obj: dict(zip(("frame", "reason"), start_frame(p), strict=True)) for obj, p in pivots.items()}
+    prompted = [obj for obj in pivots if starts[obj]["frame"] is not None]
+    if prompted:
+        session = segmenter.start_session(store, info.height, info.width)
+        for obj in prompted:
+            for p in pivots[obj]:
+                if p.valid:
+                    session.add_box(p.frame, obj, p.box)
+        # one propagation serves every object; it starts at the first object's start frame
+        first = starts[prompted[0]]["frame"]
+        with reporter.stage("propagation", info.num_frames) as stage:
+            for frame, masks in session.propagate(first, progress=stage.advance):
+                sink.add(frame, masks)
+        for obj in prompted:
+            starts[obj]["propagated_from"] = first
+    sink.fill_missing()
+    return starts
+
+
+def remove_frame_store(store: MemmapFrameStore, work: Path) -> None:
+    """The decoded frames only serve an interrupted run; once finished they go (3 MiB/frame at 1024 px)."""
+    for leftover in (store.path, store.path.with_suffix(".done")):
+        leftover.unlink(missing_ok=True)

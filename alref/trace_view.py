@@ -1,0 +1,119 @@
+"""Reading a run's trace (``OUT/trace/events.jsonl``) and showing it as a tree a person can follow:
+run → reference → clip → steps, with each LLM call (attempt, tokens, latency, cache hit), the
+validation errors, the fallbacks and the decision with its reasoning."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.tree import Tree
+
+from alref.agent.trace import read_events
+from alref.errors import InputError
+
+
+def trace_folder(run: Path) -> Path:
+    run = Path(run)
+    folder = run if (run / "events.jsonl").is_file() else run / "trace"
+    if not (folder / "events.jsonl").is_file():
+        raise InputError(
+            f"no trace in {run}: expected {run}/trace/events.jsonl (written by every alref segment run)"
+        )
+    return folder
+
+
+def load_trace(run: Path) -> list[dict[str, Any]]:
+    return read_events(trace_folder(run))
+
+
+def _where(event: dict[str, Any]) -> tuple[Any, Any]:
+    context = event.get("context") or {}
+    return event.get("ref", context.get("ref")), event.get("clip", context.get("clip"))
+
+
+def _short(text: Any, limit: int = 160) -> str:
+    text = " ".join(str(text or "").split())
+    return escape(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _llm_line(e: dict[str, Any]) -> str:
+    context = e.get("context") or {}
+    attempt = context.get("attempt")
+    parts = [f"[cyan]LLM[/] {e.get('step', '?')}" + (f" attempt {attempt}" if attempt else "")]
+    if e.get("cache_hit"):
+        parts.append("[green]cache hit[/]")
+    else:
+        tokens = f"{e.get('prompt_tokens') or 0}+{e.get('completion_tokens') or 0} tokens"
+        parts.append(f"{tokens}, {e.get('latency_s') or 0:.2f}s, {e.get('transport_attempts') or 0} HTTP")
+    if e.get("error"):
+        parts.append(f"[red]failed: {_short(e.get('error'))}[/]")
+    elif e.get("answer") is not None or e.get("raw") is not None:
+        parts.append(f"→ {_short(e.get('answer', e.get('raw')), 120)}")
+    return " · ".join(parts)
+
+
+def _event_line(e: dict[str, Any]) -> str | None:
+    kind = e.get("kind")
+    if kind == "llm_call":
+        return _llm_line(e)
+    if kind == "llm_retry":
+        return f"[yellow]retry[/] {e.get('error_kind', e.get('reason', ''))}, waited {e.get('wait_s', 0)}s"
+    if kind == "validation_error":
+        attempt = (e.get("context") or {}).get("attempt", e.get("attempt"))
+        return f"[yellow]invalid answer[/] ({e.get('step')} attempt {attempt}): {_short(e.get('error'))}"
+    if kind == "fallback":
+        return f"[magenta]fallback[/] {e.get('step')}: {_short(e.get('reason'))}"
+    if kind == "node_end":
+        output = e.get("output") or {}
+        shown = {
+            k: v
+            for k, v in output.items()
+            if k in ("frame", "pivot_frame", "box", "subject", "pivot_note", "llm_down")
+        }
+        detail = ", ".join(f"{k}={_short(v, 80)}" for k, v in shown.items() if v not in (None, ""))
+        return f"[bold]{e.get('node')}[/] {e.get('seconds', 0):.2f}s" + (f" · {detail}" if detail else "")
+    return None
+
+
+def render_tree(events: list[dict[str, Any]], run: Path | str = "") -> Tree:
+    start = next((e for e in events if e.get("kind") == "run_start"), {})
+    end = next((e for e in reversed(events) if e.get("kind") == "run_end"), {})
+    title = f"[bold]run[/] {escape(str(run))} · status {end.get('status', 'unfinished')}"
+    if start.get("resumed"):
+        title += " · resumed"
+    tree = Tree(title)
+    refs = {i: text for i, text in enumerate(start.get("references") or [], start=1)}
+    grouped: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        grouped[_where(e)].append(e)
+    for ref_id in sorted({r for r, _ in grouped if r is not None}):
+        ref_node = tree.add(f"[bold]reference {ref_id}[/] “{escape(refs.get(ref_id, '?'))}”")
+        for e in grouped.get((ref_id, None), []):
+            if (line := _event_line(e)) is not None:
+                ref_node.add(line)
+        for clip in sorted({c for r, c in grouped if r == ref_id and c is not None}):
+            clip_events = grouped[(ref_id, clip)]
+            decided = next((e for e in clip_events if e.get("kind") == "clip_decided"), None)
+            label = f"clip {clip}"
+            if decided:
+                label += (
+                    f" → frame {decided.get('pivot_frame')}, box {decided.get('box_number') or '-'}"
+                    f" · {decided.get('decided_by')}"
+                    if decided.get("valid")
+                    else " → [red]no pivot[/]"
+                )
+            clip_node = ref_node.add(label)
+            for e in clip_events:
+                if (line := _event_line(e)) is not None:
+                    clip_node.add(line)
+            if decided:
+                clip_node.add(f"[green]decision[/]: {_short(decided.get('reason'), 240)}")
+    for e in grouped.get((None, None), []):
+        if e.get("kind") == "resume":
+            tree.add(f"[yellow]resumed[/]: {e.get('clips_done', 0)} clip branches were already done")
+    if end.get("timings_s"):
+        tree.add("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in end["timings_s"].items()))
+    return tree
