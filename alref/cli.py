@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alref.errors import AlrefError
+from alref.tools.cli import tools_list
 
 app = typer.Typer(
     help="Segment the object a sentence refers to, across a whole video, with no training.",
@@ -29,6 +30,7 @@ models_app = typer.Typer(help="List and download the models alref uses.", no_arg
 app.add_typer(models_app, name="models")
 
 _state: dict[str, Any] = {"debug": False}
+AUDIO = "Sound as the reference"
 LLM = "LLM (GPT-PS agent; the key comes from ALREF_LLM_API_KEY or OPENAI_API_KEY)"
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -77,6 +79,13 @@ def segment(
     ] = None,
     segmentation_model: Annotated[
         str | None, typer.Option(help="SAM 2 video Hugging Face id or local folder")
+    ] = None,
+    grounding: Annotated[
+        str | None,
+        typer.Option(help="grounding tool by name, see `alref tools list` [default: grounding-dino]"),
+    ] = None,
+    segmentation: Annotated[
+        str | None, typer.Option(help="segmentation tool by name [default: sam2-video]")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda, mps or cpu [default: auto]")] = None,
     precision: Annotated[
@@ -152,6 +161,45 @@ def segment(
             rich_help_panel=LLM,
         ),
     ] = None,
+    audio: Annotated[
+        str | None,
+        typer.Option(
+            "--audio",
+            help="segment what is making sound: --audio alone uses the video's track, --audio PATH a separate file",
+            rich_help_panel=AUDIO,
+        ),
+    ] = None,
+    categories: Annotated[
+        Path | None,
+        typer.Option(
+            help="closed vocabulary: a file, one category per line, or 'avsbench' for the AVSBench classes",
+            rich_help_panel=AUDIO,
+        ),
+    ] = None,
+    keep_silent: Annotated[
+        bool | None,
+        typer.Option("--keep-silent", help="keep masks while the object is silent", rich_help_panel=AUDIO),
+    ] = None,
+    audio_top_k: Annotated[
+        int | None, typer.Option(help="AudioSet labels offered to LBRU [default: 5]", rich_help_panel=AUDIO)
+    ] = None,
+    event_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="cosine similarity below which a new sound event starts [default: 0.5]",
+            rich_help_panel=AUDIO,
+        ),
+    ] = None,
+    energy_db: Annotated[
+        float | None,
+        typer.Option(help="windows quieter than this dBFS are silent [default: -45]", rich_help_panel=AUDIO),
+    ] = None,
+    audio_tagging_model: Annotated[
+        str | None, typer.Option(help="AudioSet tagger id or folder", rich_help_panel=AUDIO)
+    ] = None,
+    audio_text_model: Annotated[
+        str | None, typer.Option(help="CLAP id or folder", rich_help_panel=AUDIO)
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="recompute even if the output folder holds this result")
     ] = False,
@@ -160,23 +208,36 @@ def segment(
     """Segment the referred object in every frame and write masks, masks.json, overlay.mp4, result.json."""
     from alref.config import load_settings
     from alref.errors import InputError
+    from alref.pipeline.audio import AudioRequest
     from alref.pipeline.run import segment_video
     from alref.progress import RichReporter
 
     references = ([reference] if reference else []) + list(ref or [])
-    if not references:
-        raise InputError('give a reference, e.g. alref segment video.mp4 "the red square" (or --ref TEXT)')
+    request = None
+    if audio is not None:
+        if len(references) > 1:
+            raise InputError("with --audio give at most one text reference (the sounding object matching it)")
+        request = AudioRequest(audio, references[0] if references else None)
+        references = []
+    elif not references:
+        raise InputError(
+            'give a reference, e.g. alref segment video.mp4 "the red square" (or --ref TEXT, or --audio)'
+        )
     settings = load_settings(
-        models=models, grounding_model=grounding_model, segmentation_model=segmentation_model, device=device,
+        models=models, grounding=grounding, segmentation=segmentation, grounding_model=grounding_model, segmentation_model=segmentation_model, device=device,
         precision=precision, offload_video=offload_video, offload_state=offload_state, clip_frames=clip_frames,
         samples=samples, box_threshold=box_threshold, text_threshold=text_threshold, top_k=top_k, pivot=pivot,
         overlay=overlay, offline=offline, keep_work=keep_work, llm=llm, llm_base_url=llm_base_url,
         llm_timeout=llm_timeout, llm_retries=llm_retries, llm_temperature=llm_temperature, llm_seed=llm_seed,
         llm_max_tokens=llm_max_tokens, llm_image_detail=llm_image_detail, llm_max_image_side=llm_max_image_side,
         llm_concurrency=llm_concurrency, cache=False if no_cache else None, no_llm=no_llm, not_found=not_found,
+        categories=categories, keep_silent=keep_silent, audio_top_k=audio_top_k, event_threshold=event_threshold,
+        energy_db=energy_db, audio_tagging_model=audio_tagging_model, audio_text_model=audio_text_model,
     )  # fmt: skip
     out_dir = out if out is not None else Path("alref-out") / Path(video).stem
-    result = segment_video(video, references, out_dir, settings, RichReporter(err_console), force=force)
+    result = segment_video(
+        video, references, out_dir, settings, RichReporter(err_console), force=force, audio=request
+    )
     if as_json:
         _print_json(result)
         return
@@ -228,6 +289,16 @@ def trace_show(
         _print_json(events)
         return
     out_console.print(render_tree(events, run))
+
+
+# ---------------------------------------------------------------------------------------------
+# tools
+
+tools_app = typer.Typer(help="The tools alref can use: built in and from plugins.", no_args_is_help=True)
+app.add_typer(tools_app, name="tools")
+
+
+tools_app.command("list")(tools_list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,9 +370,45 @@ def models_pull(
 # ---------------------------------------------------------------------------------------------
 
 
+MEDIA_SUFFIXES = {
+    ".wav",
+    ".mp3",
+    ".flac",
+    ".m4a",
+    ".ogg",
+    ".aac",
+    ".opus",
+    ".mp4",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+}
+
+
+def _audio_flag(args: list[str]) -> list[str]:
+    """``--audio`` takes an optional path: a bare ``--audio`` (last, before another option, or before
+    a word that is neither an existing file nor a media file name) means the video's own track."""
+    from alref.pipeline.audio import VIDEO_TRACK
+
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--audio":
+            nxt = out[i + 1] if i + 1 < len(out) else None
+            looks_like_media = nxt is not None and Path(nxt).suffix.lower() in MEDIA_SUFFIXES
+            if (
+                nxt is None
+                or nxt.startswith("-")
+                or not (looks_like_media or Path(nxt).expanduser().is_file())
+            ):
+                out.insert(i + 1, VIDEO_TRACK)
+            break
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors as click prints them (exit 2), AlrefErrors as one line."""
-    args = sys.argv[1:] if argv is None else argv
+    args = _audio_flag(sys.argv[1:] if argv is None else argv)
     try:
         app(args=args, prog_name="alref")
     except AlrefError as exc:

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     segmentation_model: str | None = Field(
         None, description="SAM 2 video: Hugging Face id or local folder (overrides the profile)"
     )
+    grounding: str | None = Field(
+        None, description="grounding tool by name (`alref tools list`); empty = grounding-dino"
+    )
+    segmentation: str | None = Field(None, description="segmentation tool by name; empty = sam2-video")
     device: Device = "auto"
     precision: Precision = Field(
         "auto", description="SAM 2 compute dtype: auto = bfloat16 on CUDA, float32 elsewhere"
@@ -93,6 +97,13 @@ class Settings(BaseSettings):
         default_factory=default_cache_dir, description="where smoke models and LLM answers are kept"
     )
 
+    audio_tagging_model: str | None = Field(
+        None, description="AudioSet tagger: Hugging Face id or local folder"
+    )
+    audio_text_model: str | None = Field(
+        None, description="CLAP audio-text model: Hugging Face id or local folder"
+    )
+
     # the method
     clip_frames: int = Field(50, ge=1, description="frames per clip")
     samples: int = Field(5, ge=1, description="frames sampled per clip")
@@ -103,6 +114,21 @@ class Settings(BaseSettings):
         "best", description="baseline pivot frame: best detection score, first or middle sample"
     )
     detect_batch: int = Field(4, ge=1, description="frames per GroundingDINO call")
+
+    # sound as the reference
+    audio_top_k: int = Field(5, ge=1, le=50, description="AudioSet labels offered to LBRU")
+    categories: Path | None = Field(None, description="closed vocabulary file, one category per line")
+    lbru_frames: int = Field(8, ge=1, le=32, description="frames tiled for LBRU")
+    event_threshold: float = Field(
+        0.5, ge=-1.0, le=1.0, description="cosine similarity below which a new sound event starts"
+    )
+    energy_db: float = Field(
+        -45.0, le=0.0, description="a one-second window quieter than this (dBFS) is silent"
+    )
+    silence_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="a window whose Silence score is above this is silent"
+    )
+    keep_silent: bool = Field(False, description="keep masks where the object is silent")
 
     # visual prompts
     tile_columns: int = Field(0, ge=0, description="tile grid columns; 0 = as square as possible")
@@ -150,10 +176,10 @@ class Settings(BaseSettings):
     overlay: bool = Field(True, description="write overlay.mp4")
     keep_work: bool = Field(False, description="keep the decoded frames in <out>/work after a finished run")
 
-    @field_validator("cache_dir", mode="before")
+    @field_validator("cache_dir", "categories", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Any:
-        return Path(value).expanduser() if isinstance(value, str | Path) else value
+        return Path(value).expanduser() if isinstance(value, str | Path) and str(value) else value
 
     @classmethod
     def settings_customise_sources(

@@ -120,7 +120,12 @@ def test_models_list_and_pull_smoke(run_cli):
     assert code == 0 and {r["profile"] for r in rows} == {"default", "fast", "smoke"}
     code, out, _ = run_cli("models", "pull", "smoke", "--json")
     pulled = json.loads(out)
-    assert code == 0 and set(pulled) == {"smoke:grounding-dino", "smoke:sam2-video"}
+    assert code == 0 and set(pulled) == {
+        "smoke:grounding-dino",
+        "smoke:sam2-video",
+        "smoke:ast",
+        "smoke:clap",
+    }
     code, _, err = run_cli("models", "pull", "IDEA-Research/grounding-dino-tiny")
     assert code == 3 and err.startswith("pulling IDEA-Research/grounding-dino-tiny")
     line = _one_line(err.split("\n", 1)[1])

@@ -30,3 +30,20 @@ class SyntaxAnalysis(BaseModel):
     subject: str = Field(
         description="the object the reference is about (its grammatical subject), in a few words"
     )
+
+
+class SoundSource(BaseModel):
+    category: str = Field(description="the object that makes the sound, in one or two plain words")
+    labels: list[str] = Field(
+        default_factory=list, description="the offered sound labels this object explains"
+    )
+    frame: int = Field(description="the number of the frame where the object is easiest to see")
+
+
+class SoundSources(BaseModel):
+    """Answer of LBRU's ``name_sound_sources``."""
+
+    reasoning: str = Field(description="which labels have a visible source, and which were dropped or merged")
+    objects: list[SoundSource] = Field(
+        description="the sounding objects; empty if no label has a visible source"
+    )

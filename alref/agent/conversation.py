@@ -55,13 +55,14 @@ def choose(
     attempts_key: str,
     error_key: str,
     validate: Callable[[M], None],
+    first_images: Sequence[str] = (),
 ) -> tuple[dict[str, Any], M | None]:
     """One attempt of a deciding step. The first attempt asks ``first_prompt``; a retry appends the
     previous validation error as a new turn. Returns (state update, valid answer or None)."""
     attempt = state.get(attempts_key, 0) + 1
     conversation = list(state.get("conversation", []))
     if attempt == 1:
-        conversation.append(message("user", first_prompt))
+        conversation.append(message("user", first_prompt, first_images))
     else:
         conversation.append(message("user", render("retry", error=state.get(error_key), expected=expected)))
     update: dict[str, Any] = {attempts_key: attempt, "conversation": conversation}

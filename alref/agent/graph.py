@@ -119,6 +119,7 @@ def fan_out(state: RunState) -> list[Send]:
                 "reference": ref["text"],
                 "clip": clip,
                 "max_attempts": state["max_attempts"],
+                "hint_frame": ref.get("hint_frame"),
             },
         )
         for ref in state["references"]

@@ -20,9 +20,15 @@ def clip_dict(clip: Clip) -> dict[str, Any]:
 
 
 def run_agent(
-    ctx: AgentContext, references: Sequence[str], clips: Sequence[Clip], checkpoint: Path, thread_id: str
+    ctx: AgentContext,
+    references: Sequence[str],
+    clips: Sequence[Clip],
+    checkpoint: Path,
+    thread_id: str,
+    hints: dict[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Select the pivots of every reference and clip, then propagate; returns ``ctx.outcome``."""
+    """Select the pivots of every reference and clip, then propagate; returns ``ctx.outcome``.
+    ``hints``: reference id -> a frame where the referent is easy to see (from LBRU)."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +52,10 @@ def run_agent(
             collect_and_propagate(ctx, snapshot.values)
         else:
             inputs = {
-                "references": [{"id": i, "text": text} for i, text in enumerate(references, start=1)],
+                "references": [
+                    {"id": i, "text": text, "hint_frame": (hints or {}).get(i)}
+                    for i, text in enumerate(references, start=1)
+                ],
                 "clips": [clip_dict(c) for c in clips],
                 "max_attempts": 1 + ctx.settings.llm_retries,
             }

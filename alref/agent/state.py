@@ -30,6 +30,7 @@ class ClipState(TypedDict, total=False):
     reference: str
     clip: dict[str, Any]  # index, start, end, samples (absolute frame indices)
     max_attempts: int  # 1 + --llm-retries
+    hint_frame: int | None  # a frame where the referent is easy to see (LBRU), absolute index
     conversation: list[Message]
     event: str  # describe_event's answer
     llm_down: str | None  # why the LLM cannot be used any more in this clip

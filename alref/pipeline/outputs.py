@@ -3,8 +3,9 @@
 Layout in the output folder:
 - ``masks/<frame>.png``: 0/255, the union of all referents (the one referent in a single-reference run);
 - ``objects/<id>/<frame>.png``: one 0/255 mask per referent, only when there are several;
-- ``palette/<frame>.png``: palette PNG whose index is the object id, only when there are several
-  (where masks overlap the higher id is painted last);
+- ``palette/<frame>.png``: palette PNG whose index is the object id (with sound as the reference:
+  the category's index in the closed vocabulary), when there are several objects or a sound
+  reference (where masks overlap the higher id is painted last);
 - ``masks.json``: COCO RLE per object and frame (pycocotools), the frame names and the size;
 - ``overlay.mp4``: the video with masks tinted and the pivot boxes drawn on the pivot frames.
 
@@ -33,16 +34,27 @@ from alref.media.writers import (
 class MaskSink:
     """Receives propagated masks frame by frame (in any order) and writes them as they come."""
 
-    def __init__(self, out: Path, info: VideoInfo, objects: Mapping[int, str]) -> None:
+    def __init__(
+        self,
+        out: Path,
+        info: VideoInfo,
+        objects: Mapping[int, str],
+        gate: Mapping[int, set[int]] | None = None,
+        palette_ids: Mapping[int, int] | None = None,
+    ) -> None:
         self.out = out
         self.info = info
         self.objects = dict(objects)  # id -> reference text
+        self.gate = {obj: set(frames) for obj, frames in (gate or {}).items()}  # frames whose mask is removed
+        self.removed: dict[int, set[int]] = {obj: set() for obj in self.objects}
+        self.palette_ids = dict(palette_ids or {})  # object id -> palette index (default: the id)
         self.multi = len(self.objects) > 1
         self.rles: dict[int, dict[int, dict]] = {obj: {} for obj in self.objects}
         self.area: dict[int, dict[int, int]] = {obj: {} for obj in self.objects}
         (out / "masks").mkdir(parents=True, exist_ok=True)
-        if self.multi:
+        if self.multi or self.palette_ids:
             (out / "palette").mkdir(exist_ok=True)
+        if self.multi:
             for obj in self.objects:
                 (out / "objects" / str(obj)).mkdir(parents=True, exist_ok=True)
 
@@ -52,10 +64,13 @@ class MaskSink:
     def add(self, frame: int, masks: Mapping[int, np.ndarray]) -> None:
         name = self.info.frame_names[frame]
         union = self._empty()
-        palette = np.zeros(union.shape, dtype=np.uint8) if self.multi else None
+        palette = np.zeros(union.shape, dtype=np.uint8) if (self.multi or self.palette_ids) else None
         for obj in sorted(self.objects):
             mask = masks.get(obj)
             mask = self._empty() if mask is None else mask.astype(bool, copy=False)
+            if frame in self.gate.get(obj, ()) and mask.any():
+                self.removed[obj].add(frame)
+                mask = self._empty()
             if mask.shape != union.shape:
                 raise ValueError(
                     f"mask of object {obj} on frame {frame} is {mask.shape}, expected {union.shape}"
@@ -65,7 +80,8 @@ class MaskSink:
             self.area[obj][frame] = int(mask.sum())
             if self.multi:
                 write_mask_png(self.out / "objects" / str(obj) / f"{name}.png", mask)
-                palette[mask] = obj
+            if palette is not None:
+                palette[mask] = self.palette_ids.get(obj, obj)
         write_mask_png(self.out / "masks" / f"{name}.png", union)
         if palette is not None:
             write_palette_png(self.out / "palette" / f"{name}.png", palette)
@@ -73,7 +89,7 @@ class MaskSink:
     def fill_missing(self) -> None:
         """Frames the propagation never reached (an object with no prompt) get empty masks."""
         for frame in range(self.info.num_frames):
-            if any(frame not in self.rles[obj] for obj in self.objects):
+            if not self.objects or any(frame not in self.rles[obj] for obj in self.objects):
                 self.add(
                     frame,
                     {

@@ -54,6 +54,23 @@ def apply_agent_outcome(
     )
 
 
+def apply_audio_plan(result: dict[str, Any], plan: Any, sink: Any, sources: Any) -> None:
+    """Sound as the reference: categories, events and removed frames; a video with no sounding
+    object is not_found."""
+    from alref.pipeline.audio import frame_ranges
+
+    result["audio"] = plan.report | {"models": [s.describe() for s in sources]}
+    by_id = {c["id"]: c for c in plan.categories}
+    for ref in result["references"]:
+        category = by_id.get(ref["id"])
+        if category:
+            ref["category"] = category["category"]
+            ref["removed_frames"] = frame_ranges(sink.removed.get(ref["id"], ()))
+    if not plan.categories:
+        result["status"] = "not_found"
+        result["reason"] = "no sounding object with a visible source was found in the audio"
+
+
 def finished_result(out: Path, run_key: str) -> dict[str, Any] | None:
     path = out / "result.json"
     if not path.is_file():

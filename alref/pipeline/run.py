@@ -19,18 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alref.agent.run import run_agent
 from alref.agent.trace import Tracer
 from alref.config import Settings
-from alref.errors import InputError
+from alref.errors import InputError, MediaError, NoAudioError
 from alref.media.sampling import make_clips
 from alref.media.video import open_video
 from alref.media.writers import atomic_write_json
+from alref.pipeline.audio import VIDEO_TRACK, AudioRequest, audio_models, plan_audio
 from alref.pipeline.baseline import ClipPivot, choose_pivot
 from alref.pipeline.keys import digest, video_key
 from alref.pipeline.outputs import MaskSink, write_overlay
 from alref.pipeline.report import (
     SMOKE_NOTE,
     apply_agent_outcome,
+    apply_audio_plan,
     build_result,
     finished_result,
     llm_label,
@@ -38,32 +41,46 @@ from alref.pipeline.report import (
 )
 from alref.pipeline.stages import decode, detect, propagate_all, remove_frame_store, save_samples
 from alref.progress import Reporter
-from alref.tools.grounding import GroundingDetector
-from alref.tools.loading import ModelSource, model_name, resolve, resolve_device
-from alref.tools.segmentation import Sam2VideoSegmenter
+from alref.tools.loading import ModelSource, resolve_device
+from alref.tools.registry import ToolSpec, model_source, select
 
 
 @dataclass
 class Models:
-    grounding: ModelSource
-    segmentation: ModelSource
+    grounding: ModelSource | None  # None: the tool has no model
+    segmentation: ModelSource | None
     device: str
+    grounding_tool: ToolSpec
+    segmentation_tool: ToolSpec
 
     @property
     def smoke(self) -> bool:
-        return self.grounding.smoke or self.segmentation.smoke
+        return any(s is not None and s.smoke for s in (self.grounding, self.segmentation))
 
     def describe(self) -> dict[str, Any]:
-        return {"grounding": self.grounding.describe(), "segmentation": self.segmentation.describe()}
+        def one(tool: ToolSpec, source: ModelSource | None) -> dict[str, Any]:
+            return tool.describe() | (source.describe() if source else {})
+
+        return {
+            "grounding": one(self.grounding_tool, self.grounding),
+            "segmentation": one(self.segmentation_tool, self.segmentation),
+        }
 
 
 def resolve_models(settings: Settings) -> Models:
-    """Find (and for smoke, build) both models before any decoding, so a missing one fails fast."""
+    """Pick the tools (built-in or plugins) and find their models before any decoding, so a missing
+    model fails fast."""
     device = resolve_device(settings.device)
+    grounding, segmentation = (
+        select("grounding", settings.grounding),
+        select("segmentation", settings.segmentation),
+    )
     return Models(
-        grounding=resolve(model_name(settings, "grounding"), "grounding", settings),
-        segmentation=resolve(model_name(settings, "segmentation"), "segmentation", settings),
-        device=device,
+        model_source(grounding, settings),
+        model_source(segmentation, settings),
+        device,
+        grounding,
+        segmentation,
     )
 
 
@@ -83,14 +100,16 @@ def segment_video(
     reporter: Reporter | None = None,
     force: bool = False,
     chat_model: Any = None,
+    audio: AudioRequest | None = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline; returns the result.json content (also written to ``out``).
 
     With an LLM configured (or ``chat_model``, any LangChain chat model) the pivots are chosen by
-    the GPT-PS agent; otherwise by the baseline."""
+    the GPT-PS agent; otherwise by the baseline. With ``audio`` the references come from the sound
+    (LBRU) and masks are removed where their object is silent."""
     reporter = reporter or Reporter()
     references = [r.strip() for r in references]
-    if not references or any(not r for r in references):
+    if audio is None and (not references or any(not r for r in references)):
         raise InputError('a reference must be a non-empty sentence, e.g. "the dog on the left"')
     started = time.perf_counter()
     timer = _Timer()
@@ -101,14 +120,22 @@ def segment_video(
     video = open_video(video_path)
     info = video.info
     models = resolve_models(settings)
-    run_key = digest(
-        {
-            "video": video_key(Path(video_path)),
-            "references": references,
-            "settings": settings.public_dict() | {"cache_dir": None},
-            "models": models.describe(),
-        }
-    )
+    audio_sources = None
+    if audio is not None:
+        if audio.source == VIDEO_TRACK and not info.has_audio:
+            raise NoAudioError(f"{video_path} has no audio track; pass a separate file with --audio PATH")
+        if not audio.path(Path(video_path)).exists():
+            raise MediaError(f"no such audio file: {audio.source}")
+        audio_sources = audio_models(settings)
+    identity = {
+        "video": video_key(Path(video_path)),
+        "references": references,
+        "audio": audio.key(Path(video_path)) if audio else None,
+        "settings": settings.public_dict() | {"cache_dir": None},
+        "models": models.describe()
+        | ({"audio": [s.describe() for s in audio_sources]} if audio_sources else {}),
+    }
+    run_key = digest(identity)
     previous = finished_result(out, run_key)
     if previous is not None and not force:
         reporter.note(
@@ -122,8 +149,12 @@ def segment_video(
     resumed = _continues_earlier_run(work, run_key, force)
     tracer = _start_trace(out, settings, resumed)
     tracer.event("run_start", run_key=run_key, resumed=resumed, references=references, input=info.to_dict())
-    agent = chat_model is not None or settings.llm_configured
-    if agent:
+    ctx = (
+        _agent_context(settings, chat_model, tracer, work)
+        if (chat_model is not None or settings.llm_configured)
+        else None
+    )
+    if ctx is not None:
         reporter.note(
             f"mode: agent (GPT-PS with {llm_label(settings, chat_model)}; GroundingDINO + SAM 2 tools)"
         )
@@ -133,10 +164,11 @@ def segment_video(
         reporter.note(f"note: {SMOKE_NOTE}")
 
     t = time.perf_counter()
-    detector = GroundingDetector.load(models.grounding, models.device)
-    segmenter = Sam2VideoSegmenter.load(
-        models.segmentation, models.device, settings.precision, settings.offload_video, settings.offload_state
-    )
+    detector = models.grounding_tool.load(models.grounding, models.device)
+    segmenter = models.segmentation_tool.load(
+        models.segmentation, models.device, precision=settings.precision,
+        offload_video=settings.offload_video, offload_state=settings.offload_state,
+    )  # fmt: skip
     timer.add("load_models", t)
 
     clips = make_clips(info.num_frames, settings.clip_frames, settings.samples)
@@ -149,16 +181,28 @@ def segment_video(
     )
     timer.add("decode", t)
 
+    plan = None
+    if audio is not None:
+        t = time.perf_counter()
+        with reporter.stage("audio", None):
+            plan = plan_audio(audio, Path(video_path), info, settings, sampled_frames, work, audio_sources,
+                              models.device, ctx)  # fmt: skip
+        references = plan.references
+        reporter.note(f"sounding objects: {', '.join(c['category'] for c in plan.categories) or 'none'}")
+        timer.add("audio", t)
+
     t = time.perf_counter()
     detections = detect(
         detector, references, sampled, sampled_frames, settings, models, work, reporter, run_key
     )
     timer.add("detection", t)
-    if agent:
+    if ctx is not None:
         save_samples(sampled_frames, work / "samples")
     del sampled_frames
 
-    sink = MaskSink(out, info, {i + 1: ref for i, ref in enumerate(references)})
+    objects = {i + 1: ref for i, ref in enumerate(references)}
+    palette = {c["id"]: c["palette_index"] for c in plan.categories} if plan else None
+    sink = MaskSink(out, info, objects, gate=plan.gate if plan else None, palette_ids=palette)
 
     def propagate(pivots: dict[int, list[ClipPivot]]) -> dict[int, dict]:
         t = time.perf_counter()
@@ -167,12 +211,14 @@ def segment_video(
         return starts
 
     not_found: dict[int, str] = {}
-    llm_summary = None
-    if agent:
+    if ctx is not None and references:
         t = time.perf_counter()
-        outcome, llm_summary = _select_with_agent(
-            settings, chat_model, tracer, detections, references, clips, work, run_key, propagate, reporter
-        )
+        ctx.detections, ctx.propagate = detections, propagate
+        with reporter.stage("reasoning", len(references) * len(clips)) as stage:
+            ctx.clip_done = stage.advance
+            outcome = run_agent(
+                ctx, references, clips, work / "agent.sqlite", run_key, hints=plan.hints if plan else None
+            )
         pivots, not_found, starts = outcome["pivots"], outcome["not_found"], outcome["starts"]
         timer.add("selection", t + timer.times.get("propagation", 0.0))  # reasoning time, without SAM 2
     else:
@@ -203,7 +249,10 @@ def segment_video(
     result = build_result(
         video, references, settings, models, clips, detections, pivots, starts, sink, timer, run_key
     )
-    apply_agent_outcome(result, not_found, llm_summary, settings, chat_model)
+    if ctx is not None:
+        apply_agent_outcome(result, not_found, llm_usage(tracer, ctx.llm), settings, chat_model)
+    if plan is not None:
+        apply_audio_plan(result, plan, sink, audio_sources)
     atomic_write_json(out / "result.json", result)
     tracer.event("run_end", status=result["status"], timings_s=timer.times)
     return result
@@ -227,18 +276,16 @@ def _start_trace(out: Path, settings: Settings, resumed: bool) -> Tracer:
     return Tracer(out / "trace", secrets=[settings.api_key] if settings.api_key else [])
 
 
-def _select_with_agent(
-    settings, chat_model, tracer, detections, references, clips, work, run_key, propagate, reporter
-):
+def _agent_context(settings: Settings, chat_model: Any, tracer: Tracer, work: Path):
     from alref.agent.context import AgentContext
     from alref.agent.llm import LLMClient
-    from alref.agent.run import run_agent
 
     llm = LLMClient(settings, chat_model=chat_model, tracer=tracer)
-    with reporter.stage("reasoning", len(references) * len(clips)) as stage:
-        ctx = AgentContext(
-            settings=settings, llm=llm, detections=detections, samples_dir=work / "samples", work=work / "agent",
-            propagate=propagate, tracer=tracer, clip_done=stage.advance,
-        )  # fmt: skip
-        outcome = run_agent(ctx, references, clips, work / "agent.sqlite", run_key)
-    return outcome, llm_usage(tracer, llm)
+    return AgentContext(
+        settings=settings,
+        llm=llm,
+        detections={},
+        samples_dir=work / "samples",
+        work=work / "agent",
+        tracer=tracer,
+    )

@@ -51,7 +51,12 @@ def decode(
     wanted = set(sampled)
     store = MemmapFrameStore(store_path, info.num_frames, side)
     keep: dict[int, np.ndarray] = {}
-    marker = {"video": video_digest, "num_frames": info.num_frames, "side": side}
+    marker = {
+        "video": video_digest,
+        "num_frames": info.num_frames,
+        "side": side,
+        "segmenter": type(segmenter).__name__,
+    }
     resumed = store.reopened and done_marker.is_file() and json.loads(done_marker.read_text()) == marker
     if resumed:  # the SAM 2 frames are on disk from an interrupted run: decode only the sampled frames
         with reporter.stage("decode", len(wanted)) as stage:
@@ -83,7 +88,7 @@ def detect(
             settings.text_threshold,
             settings.top_k,
             sampled,
-            models.grounding.revision,
+            models.describe()["grounding"],
         ]
     )
     if cache.is_file():

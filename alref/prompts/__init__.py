@@ -1,26 +1,24 @@
-"""Prompt templates, one plain-text file per chain-of-thought step (``str.format`` fields)."""
+"""Prompt templates, one plain-text file per chain-of-thought step (``str.format`` fields):
+system, describe_event, choose_frame, describe_boxes, syntax_analysis, choose_box, retry, lbru."""
 
 from __future__ import annotations
 
 from functools import cache
 from importlib import resources
 
-STEPS = (
-    "system",
-    "describe_event",
-    "choose_frame",
-    "describe_boxes",
-    "syntax_analysis",
-    "choose_box",
-    "retry",
-)
+
+def steps() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".txt") for p in resources.files(__package__).iterdir() if p.name.endswith(".txt")
+    )
 
 
 @cache
 def template(name: str) -> str:
-    if name not in STEPS:
-        raise KeyError(f"no prompt template '{name}'; known: {', '.join(STEPS)}")
-    return resources.files(__package__).joinpath(f"{name}.txt").read_text(encoding="utf-8").strip()
+    path = resources.files(__package__).joinpath(f"{name}.txt")
+    if not path.is_file():
+        raise KeyError(f"no prompt template '{name}'; known: {', '.join(steps())}")
+    return path.read_text(encoding="utf-8").strip()
 
 
 def render(name: str, **fields: object) -> str:

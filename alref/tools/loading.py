@@ -33,14 +33,20 @@ PROFILES: dict[str, dict[str, str]] = {
     "default": {
         "grounding": "IDEA-Research/grounding-dino-base",
         "segmentation": "facebook/sam2.1-hiera-large",
+        "audio_tagging": "MIT/ast-finetuned-audioset-10-10-0.4593",
+        "audio_text": "laion/clap-htsat-unfused",
     },
     "fast": {
         "grounding": "IDEA-Research/grounding-dino-tiny",
         "segmentation": "facebook/sam2.1-hiera-tiny",
+        "audio_tagging": "MIT/ast-finetuned-audioset-10-10-0.4593",
+        "audio_text": "laion/clap-htsat-unfused",
     },
     "smoke": {
         "grounding": "smoke:grounding-dino",
         "segmentation": "smoke:sam2-video",
+        "audio_tagging": "smoke:ast",
+        "audio_text": "smoke:clap",
     },
 }
 
@@ -48,6 +54,8 @@ PROFILES: dict[str, dict[str, str]] = {
 SMOKE_BUILDERS: dict[str, str] = {
     "grounding-dino": "alref.tools.grounding:build_tiny",
     "sam2-video": "alref.tools.segmentation:build_tiny",
+    "ast": "alref.tools.audio_tagging:build_tiny",
+    "clap": "alref.tools.audio_text:build_tiny",
 }
 
 _HF_IGNORE = [

@@ -21,6 +21,15 @@ def expected_answer(n: int) -> str:
     return json.dumps({"reasoning": "...", "frame": f"<a number from 1 to {n}>"})
 
 
+def hint_text(state: ClipState) -> str:
+    """LBRU's pivot-frame hint, as the number of the nearest sampled frame when it falls in this clip."""
+    hint, clip = state.get("hint_frame"), state["clip"]
+    if hint is None or not clip["start"] <= hint < clip["end"]:
+        return ""
+    nearest = min(range(len(clip["samples"])), key=lambda j: abs(clip["samples"][j] - hint))
+    return f" A first look at the whole video suggested that it is easy to see near frame {nearest + 1}."
+
+
 def choose_frame(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     ctx = runtime.context
     if state.get("llm_down"):
@@ -34,7 +43,7 @@ def choose_frame(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, 
 
     update, answer = conv.choose(
         ctx, state, step="choose_frame", schema=FrameChoice,
-        first_prompt=render("choose_frame", n_frames=n, reference=state["reference"]),
+        first_prompt=render("choose_frame", n_frames=n, reference=state["reference"], hint=hint_text(state)),
         expected=expected_answer(n), attempts_key="frame_attempts", error_key="frame_error", validate=validate,
     )  # fmt: skip
     if answer is not None:

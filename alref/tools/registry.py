@@ -1,0 +1,325 @@
+"""The tool registry: which implementation fills each role, built in or from another package.
+
+A tool is a :class:`ToolSpec`: a name, a role, a description, a loader that returns the implementation
+for a device, and optionally the typed arguments and the builder of its LangChain tool. alref registers
+its own four (``grounding-dino``, ``sam2-video``, ``ast-audioset``, ``clap``); any installed
+distribution adds more through the ``alref.tools`` entry-point group::
+
+    [project.entry-points."alref.tools"]
+    color-boxes = "alref_example_grounding:spec"
+
+The entry point's object is a ToolSpec, a list of them, or a zero-argument callable returning either.
+A plugin that does not import, gives something else or reuses a taken name is listed as broken by
+``alref tools list`` (:func:`broken`) and otherwise ignored: it never breaks alref.
+
+What a role's implementation (the object the loader returns) must provide:
+
+- ``grounding`` (:class:`Grounder`): ``detect(images, phrase, box_threshold, text_threshold, top_k,
+  batch_size) -> list[list[Detection]]``: for each RGB uint8 HxWx3 image, at most ``top_k``
+  :class:`~alref.tools.grounding.Detection` best first, boxes ``(x0, y0, x1, y1)`` in pixels of that
+  image. Thresholds an implementation has no use for may be ignored.
+- ``segmentation`` (:class:`Segmenter`): ``image_size``, ``prepare_frame`` and ``start_session``, whose
+  session (:class:`SegmenterSession`) has ``add_box``, ``propagate``, ``remove_object`` and ``reset``.
+- ``audio_tagging`` / ``audio_text``: the methods of ``AudioTagger`` / ``AudioTextMatcher``.
+- any other role: nothing in the pipeline calls it; the chat agent offers its ``make_tool`` tool.
+
+The loader is called as ``loader(source, device)``: ``source`` is the resolved
+:class:`~alref.tools.loading.ModelSource`, or None for a tool without a model (``default_model=None``);
+``device`` is ``cuda``, ``mps`` or ``cpu``. Role options (segmentation: ``precision``,
+``offload_video``, ``offload_state``) are passed as keywords to loaders that name them or take
+``**options``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from alref.errors import AlrefError, InputError, ModelLoadError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from langchain_core.tools import BaseTool
+
+    from alref.config import Settings
+    from alref.tools.grounding import Detection
+    from alref.tools.loading import ModelSource
+    from alref.tools.segmentation import FrameStore
+
+__all__ = ["BUILTIN", "DEFAULTS", "GROUP", "BrokenTool", "Grounder", "Segmenter", "SegmenterSession"]
+__all__ += ["ToolSpec", "broken", "for_role", "model_source", "one_line", "registry", "select"]
+
+GROUP = "alref.tools"
+BUILTIN = "alref"
+#: role -> the built-in tool used when no name is given
+DEFAULTS = {
+    "grounding": "grounding-dino",
+    "segmentation": "sam2-video",
+    "audio_tagging": "ast-audioset",
+    "audio_text": "clap",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# what an implementation provides
+
+
+@runtime_checkable
+class Grounder(Protocol):
+    """A grounding implementation: boxes for the thing a phrase names, per image."""
+
+    def detect(
+        self,
+        images: Sequence[np.ndarray],
+        phrase: str,
+        box_threshold: float = 0.15,
+        text_threshold: float = 0.2,
+        top_k: int = 10,
+        batch_size: int = 4,
+    ) -> list[list[Detection]]: ...
+
+
+@runtime_checkable
+class SegmenterSession(Protocol):
+    """Box prompts and propagation over one video (masks are HxW bool arrays in video pixels)."""
+
+    @property
+    def num_frames(self) -> int: ...
+
+    def add_box(self, frame_idx: int, obj_id: int, box: Sequence[float]) -> np.ndarray: ...
+
+    def propagate(
+        self, start_frame: int, progress: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[int, dict[int, np.ndarray]]]: ...
+
+    def remove_object(self, obj_id: int) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """A video segmentation implementation; ``prepare_frame`` fills the frame store once per video."""
+
+    @property
+    def image_size(self) -> int: ...
+
+    def prepare_frame(self, frame: np.ndarray) -> np.ndarray: ...
+
+    def start_session(self, frames: FrameStore, height: int, width: int) -> SegmenterSession: ...
+
+
+# ----------------------------------------------------------------------------------------------
+# tool specs
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool: what fills a role, how to load it, and its LangChain tool."""
+
+    name: str
+    role: str
+    description: str
+    loader: Callable[..., Any]  # (source: ModelSource | None, device: str, **options) -> implementation
+    #: the typed arguments of its LangChain tool (or a zero-argument callable returning them, for laziness)
+    args_schema: type[BaseModel] | Callable[[], type[BaseModel]] | None = None
+    make_tool: Callable[[Callable[[], Any]], BaseTool] | None = None  # from a getter of the implementation
+    default_model: str | None = None  # None: the tool has no model
+    origin: str = BUILTIN  # "alref" or the distribution that registered it
+    version: str = ""  # that distribution's version
+
+    def schema(self) -> type[BaseModel] | None:
+        if self.args_schema is None or isinstance(self.args_schema, type):
+            return self.args_schema
+        return self.args_schema()
+
+    def load(self, source: ModelSource | None, device: str, **options: Any) -> Any:
+        """The implementation on ``device``; a plugin's failure becomes a ModelLoadError."""
+        try:
+            return self.loader(source, device, **_accepted(self.loader, options))
+        except AlrefError:
+            raise
+        except Exception as exc:
+            if self.origin == BUILTIN:
+                raise
+            raise ModelLoadError(
+                f"tool {self.name} (from {self.origin}) does not load: {one_line(exc)}"
+            ) from exc
+
+    def describe(self) -> dict[str, Any]:
+        return {"tool": self.name, "origin": self.origin, "version": self.version}
+
+
+@dataclass(frozen=True)
+class BrokenTool:
+    """An entry point that could not be registered."""
+
+    name: str
+    origin: str
+    error: str
+
+
+def _accepted(func: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return options
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in options.items() if k in names}
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------------------------
+# the built-in tools (imported lazily: reading the registry must not import torch)
+
+
+def _attr(module: str, name: str) -> Callable[[], Any]:
+    return lambda: getattr(importlib.import_module(f"alref.tools.{module}"), name)
+
+
+def _model_loader(module: str, cls: str) -> Callable[..., Any]:
+    def load(source: ModelSource | None, device: str, **options: Any) -> Any:
+        if source is None:
+            raise InputError(f"the built-in {cls} needs a model")
+        load_cls = _attr(module, cls)().load
+        return load_cls(source, device, **_accepted(load_cls, options))
+
+    return load
+
+
+def _make_grounding_tool(get: Callable[[], Any]) -> BaseTool:
+    return _attr("grounding", "make_grounding_tool")()(get)
+
+
+def _builtins() -> list[ToolSpec]:
+    from alref.tools.loading import PROFILES
+
+    model = PROFILES["default"]
+    return [
+        ToolSpec("grounding-dino", "grounding", "GroundingDINO: boxes for the objects a phrase names",
+                 _model_loader("grounding", "GroundingDetector"), _attr("grounding", "GroundPhraseArgs"),
+                 _make_grounding_tool, model["grounding"]),
+        ToolSpec("sam2-video", "segmentation", "SAM 2 video: masks from box prompts, propagated",
+                 _model_loader("segmentation", "Sam2VideoSegmenter"),
+                 _attr("segmentation", "SegmentFromBoxArgs"), None, model["segmentation"]),
+        ToolSpec("ast-audioset", "audio_tagging", "AST: AudioSet sound classes over time",
+                 _model_loader("audio_tagging", "AudioTagger"), _attr("audio_tagging", "TagAudioArgs"),
+                 None, model["audio_tagging"]),
+        ToolSpec("clap", "audio_text", "CLAP: audio and text embeddings, for sound events",
+                 _model_loader("audio_text", "AudioTextMatcher"), None, None, model["audio_text"]),
+    ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# the registry
+
+_lock = threading.Lock()
+_scanned: tuple[dict[str, ToolSpec], list[BrokenTool]] | None = None
+
+
+def _specs_of(obj: Any) -> list[ToolSpec]:
+    if callable(obj) and not isinstance(obj, ToolSpec):
+        obj = obj()
+    items = list(obj) if isinstance(obj, list | tuple) else [obj]
+    for item in items:
+        if not isinstance(item, ToolSpec):
+            raise TypeError(f"expected an alref ToolSpec (or a list of them), got {type(item).__name__}")
+        if not (item.name and item.role and isinstance(item.name, str) and isinstance(item.role, str)):
+            raise TypeError("a ToolSpec needs a non-empty name and role")
+        if not callable(item.loader):
+            raise TypeError(f"tool {item.name}: loader is not callable")
+    return items
+
+
+def _scan() -> tuple[dict[str, ToolSpec], list[BrokenTool]]:
+    tools = {spec.name: spec for spec in _builtins()}
+    problems: list[BrokenTool] = []
+    points = sorted(entry_points(group=GROUP), key=lambda ep: (ep.dist.name if ep.dist else "", ep.name))
+    for ep in points:
+        origin = ep.dist.name if ep.dist else "?"
+        try:
+            specs = _specs_of(ep.load())
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin is reported, never raised
+            problems.append(BrokenTool(ep.name, origin, one_line(exc)))
+            continue
+        for spec in specs:
+            if spec.name in tools:
+                taken = tools[spec.name].origin
+                problems.append(BrokenTool(spec.name, origin, f"the name is already used by {taken}"))
+                continue
+            tools[spec.name] = replace(spec, origin=origin, version=ep.dist.version if ep.dist else "")
+    return tools, problems
+
+
+def _state(refresh: bool) -> tuple[dict[str, ToolSpec], list[BrokenTool]]:
+    global _scanned
+    with _lock:
+        if _scanned is None or refresh:
+            _scanned = _scan()
+        return _scanned
+
+
+def registry(refresh: bool = False) -> dict[str, ToolSpec]:
+    """Every usable tool by name: the built-ins, then the plugins (read once; ``refresh`` rereads)."""
+    return dict(_state(refresh)[0])
+
+
+def broken(refresh: bool = False) -> list[BrokenTool]:
+    """The plugins that could not be registered, with why."""
+    return list(_state(refresh)[1])
+
+
+def for_role(role: str) -> list[ToolSpec]:
+    """The tools of ``role``, built-ins first."""
+    found = [spec for spec in registry().values() if spec.role == role]
+    return sorted(found, key=lambda s: (s.origin != BUILTIN, s.name))
+
+
+def select(role: str, name: str | None = None) -> ToolSpec:
+    """The tool ``name`` for ``role``; None is the built-in default (or the role's only tool)."""
+    tools = for_role(role)
+    names = ", ".join(s.name for s in tools) or "none"
+    if name is None:
+        default = DEFAULTS.get(role)
+        if default is None and len(tools) == 1:
+            return tools[0]
+        if default is None:
+            raise InputError(f"no default tool for the role '{role}'; choose one of: {names}")
+        name = default
+    for spec in tools:
+        if spec.name == name:
+            return spec
+    other = registry().get(name)
+    if other is not None:
+        raise InputError(f"tool '{name}' is a {other.role} tool, not {role}; {role} tools: {names}")
+    for bad in broken():
+        if bad.name == name:
+            raise InputError(f"tool '{name}' (from {bad.origin}) is installed but broken: {bad.error}")
+    raise InputError(
+        f"unknown {role} tool '{name}'; installed {role} tools: {names} (see `alref tools list`)"
+    )
+
+
+def model_source(spec: ToolSpec, settings: Settings) -> ModelSource | None:
+    """The model ``spec`` loads: the profile's (built-ins), ``--<role>-model``, or its default."""
+    from alref.tools.loading import model_name, resolve
+
+    if spec.origin == BUILTIN and spec.role in DEFAULTS:
+        return resolve(model_name(settings, spec.role), spec.role, settings)
+    if spec.default_model is None:
+        return None
+    name = getattr(settings, f"{spec.role}_model", None) or spec.default_model
+    return resolve(name, spec.role, settings)
