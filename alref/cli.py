@@ -15,10 +15,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from alref.errors import AlrefError
 from alref.tools.cli import tools_list
+from alref.trace_cli import trace_export, trace_list
 
 app = typer.Typer(
     help="Segment the object a sentence refers to, across a whole video, with no training.",
@@ -268,6 +270,139 @@ def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# chat
+
+
+@app.command()
+def chat(
+    video: Annotated[
+        str | None, typer.Argument(help="the video to talk about (not needed with --resume)")
+    ] = None,
+    audio: Annotated[Path | None, typer.Option(help="a separate audio file for the sound tools")] = None,
+    message: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--message",
+            "-m",
+            help="a turn to run without prompting (repeat); else stdin lines, else interactive",
+        ),
+    ] = None,
+    resume: Annotated[str | None, typer.Option(help="continue a saved conversation by its thread id")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="list the saved conversations")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="where previews and exports go [default: alref-chat/<thread>]"),
+    ] = None,
+    models: Annotated[str | None, typer.Option(help="model profile: default, fast or smoke")] = None,
+    grounding: Annotated[str | None, typer.Option(help="grounding tool by name")] = None,
+    llm: Annotated[str | None, typer.Option("--llm", help="tool-calling chat model, e.g. gpt-4o")] = None,
+    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL")] = None,
+    max_steps: Annotated[int, typer.Option(help="tool steps per turn at most")] = 8,
+    db: Annotated[
+        Path | None, typer.Option(help="SQLite file of the conversations [default: <cache>/chats.sqlite]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print each turn as a JSON line")] = False,
+) -> None:
+    """Talk about a video: segment, refine ("the other one"), undo, keep masks only while a sound is
+    heard, export. Conversations persist in SQLite."""
+    from alref.agent.chat.agent import Chat, chat_store, list_threads
+    from alref.agent.chat.select import make_select_referent
+    from alref.agent.chat.session import ChatSession
+    from alref.agent.llm import LLMClient
+    from alref.config import load_settings
+    from alref.errors import InputError
+
+    settings = load_settings(models=models, grounding=grounding, llm=llm, llm_base_url=llm_base_url)
+    store = db or settings.cache_dir / "chats.sqlite"
+    if list_:
+        rows = list_threads(store)
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table(title=f"conversations in {store}")
+        for column in ("thread", "video", "turns", "objects", "last message"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["thread"],
+                str(row["video"]),
+                str(row["turns"]),
+                str(row["objects"]),
+                str(row["last"] or ""),
+            )
+        out_console.print(table)
+        return
+    if not settings.llm_configured:
+        raise InputError(
+            "alref chat needs a tool-calling LLM: pass --llm MODEL (and --llm-base-url for a local server) or set OPENAI_API_KEY"
+        )
+    with chat_store(store) as saver:
+        saved = Chat.saved_state(saver, resume) if resume else {}
+        video_path = video or saved.get("video")
+        if video_path is None:
+            raise InputError("give the video to talk about: alref chat VIDEO (or --resume THREAD)")
+        audio_path = audio or saved.get("audio")
+        session = ChatSession(video_path, out or Path("alref-chat") / (resume or "new"), settings, audio_path)
+        model = LLMClient(settings).chat_model
+        conversation = Chat(
+            session,
+            model,
+            saver,
+            thread=resume,
+            max_steps=max_steps,
+            select_referent=make_select_referent(session),
+        )
+        if out is None and resume is None:
+            session.out = Path("alref-chat") / conversation.thread
+        session.restore(saved.get("objects"))
+        if not as_json:
+            err_console.print(
+                f"conversation {conversation.thread} about {video_path} (resume with: alref chat --resume {conversation.thread})"
+            )
+        for text in _turns(message):
+            report = conversation.ask(text)
+            _print_turn(report, as_json)
+
+
+def _turns(messages: list[str] | None):
+    """--message turns, else stdin lines when piped, else an interactive prompt until 'exit'."""
+    if messages:
+        yield from messages
+        return
+    if not sys.stdin.isatty():
+        for line in sys.stdin:
+            if line.strip():
+                yield line.strip()
+        return
+    from rich.prompt import Prompt
+
+    while True:
+        try:
+            text = Prompt.ask("[bold]you[/]", console=err_console)
+        except (EOFError, KeyboardInterrupt):
+            return
+        if text.strip().lower() in ("exit", "quit"):
+            return
+        if text.strip():
+            yield text
+
+
+def _print_turn(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(report, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    for call in report["calls"]:
+        mark = "[red]✗[/]" if call["error"] else "[green]✓[/]"
+        args = escape(", ".join(f"{k}={v!r}" for k, v in call["args"].items()))
+        result = escape(str(call["result"] or "")[:200])
+        out_console.print(f"  {mark} {call['tool']}({args}) → {result}", highlight=False)
+    out_console.print(f"[bold]alref[/]: {escape(str(report['answer']))}", highlight=False)
+    if report["preview"]:
+        out_console.print(f"  preview: {report['preview']}")
+
+
+# ---------------------------------------------------------------------------------------------
 # traces
 
 trace_app = typer.Typer(
@@ -282,13 +417,20 @@ def trace_show(
     as_json: Annotated[bool, typer.Option("--json", help="print the events as a JSON list")] = False,
 ) -> None:
     """Print a run's trace as a tree: references, clips, steps, LLM calls, decisions and fallbacks."""
+    from alref.trace_export import cost_line
     from alref.trace_view import load_trace, render_tree
 
     events = load_trace(run)
     if as_json:
         _print_json(events)
         return
-    out_console.print(render_tree(events, run))
+    tree = render_tree(events, run)
+    tree.add(cost_line(events))
+    out_console.print(tree)
+
+
+trace_app.command("list")(trace_list)
+trace_app.command("export")(trace_export)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -111,6 +111,35 @@ def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
         return mask_utils.decode(coded).astype(bool)
 
 
+def render_overlay(
+    frame: np.ndarray,
+    masks: Mapping[int, np.ndarray] | None = None,
+    boxes: Sequence[tuple[Sequence[float], str]] = (),
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """One RGB frame with each object's mask tinted (and outlined) in ``colour_for(id - 1)`` and
+    the (xyxy, label) boxes drawn, box i in ``colour_for(i)``. Used by overlay.mp4 and previews."""
+    image = frame.astype(np.float32)
+    outlines = []
+    for obj_id, mask in (masks or {}).items():
+        m = np.asarray(mask) > 0
+        if m.shape != frame.shape[:2]:
+            raise ValueError(f"mask of object {obj_id} is {m.shape}, the frame is {frame.shape[:2]}")
+        rgb = np.array(colour_for(obj_id - 1)[1], np.float32)
+        image[m] = image[m] * (1 - alpha) + rgb * alpha
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        outlines.append((contours, colour_for(obj_id - 1)[1]))
+    out = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    thickness = default_thickness(frame.shape[1], frame.shape[0])
+    for contours, rgb in outlines:
+        cv2.drawContours(out, contours, -1, rgb, thickness)
+    if boxes:
+        canvas = Image.fromarray(out)
+        draw_outlined_boxes(canvas, [(box, label, colour_for(i)[1]) for i, (box, label) in enumerate(boxes)])
+        out = np.array(canvas)
+    return out
+
+
 class OverlayWriter:
     """An H.264 mp4 of frames with tinted masks, contours and labelled boxes. Use as a context manager:
     the file appears under ``path`` only when the block ends without an exception."""
@@ -148,26 +177,7 @@ class OverlayWriter:
             raise RuntimeError("OverlayWriter.add() outside its `with` block")
         if frame.shape != (self.height, self.width, 3):
             raise ValueError(f"frame is {frame.shape}, the overlay expects ({self.height}, {self.width}, 3)")
-        image = frame.astype(np.float32)
-        outlines = []
-        for obj_id, mask in (masks or {}).items():
-            m = np.asarray(mask) > 0
-            if m.shape != frame.shape[:2]:
-                raise ValueError(f"mask of object {obj_id} is {m.shape}, the frame is {frame.shape[:2]}")
-            rgb = np.array(colour_for(obj_id - 1)[1], np.float32)
-            image[m] = image[m] * (1 - self.alpha) + rgb * self.alpha
-            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            outlines.append((contours, colour_for(obj_id - 1)[1]))
-        out = np.clip(image + 0.5, 0, 255).astype(np.uint8)
-        thickness = default_thickness(self.width, self.height)
-        for contours, rgb in outlines:
-            cv2.drawContours(out, contours, -1, rgb, thickness)
-        if boxes:
-            canvas = Image.fromarray(out)
-            draw_outlined_boxes(
-                canvas, [(box, label, colour_for(i)[1]) for i, (box, label) in enumerate(boxes)]
-            )
-            out = np.array(canvas)
+        out = render_overlay(frame, masks, boxes, self.alpha)
         if out.shape[:2] != (self._stream.height, self._stream.width):
             out = np.pad(out, ((0, self.height % 2), (0, self.width % 2), (0, 0)))
         video_frame = av.VideoFrame.from_ndarray(out, format="rgb24")

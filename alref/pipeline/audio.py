@@ -15,7 +15,7 @@ is silent.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,45 @@ def sound_reference(category: str) -> str:
     return f"the {category} that is making sound"
 
 
+def sound_events(
+    waveform: np.ndarray, names: Sequence[str], settings: Settings, tags: Any, matcher: Any
+) -> list:
+    """Events cut where adjacent one-second CLAP embeddings differ or the audio turns silent, each
+    with the categories (of ``names``) that sound in it; silence edges refined to 0.1 s."""
+    from alref.audio.events import (
+        assign_categories,
+        cut_events,
+        event_embeddings,
+        refine_silence,
+        silent_windows,
+    )
+
+    duration = len(waveform) / SAMPLE_RATE
+    embeddings = matcher.audio_embeddings(waveform, SAMPLE_RATE, window_s=WINDOW_S)
+    silent = silent_windows(
+        waveform, SAMPLE_RATE, window_s=WINDOW_S, energy_db=settings.energy_db,
+        silence_scores=[w.silence for w in tags.windows], silence_threshold=settings.silence_threshold,
+    )  # fmt: skip
+    n = min(len(embeddings), len(silent))
+    events = cut_events(embeddings[:n], WINDOW_S, settings.event_threshold, silent[:n], duration_s=duration)
+    if names:
+        per_event = event_embeddings(embeddings[:n], events, WINDOW_S)
+        assigned = assign_categories(
+            per_event, list(names), matcher.text_embeddings, silent=[e.silent for e in events]
+        )
+        for event, (sounding, scores) in zip(events, assigned, strict=True):
+            event.categories = sounding
+            event.scores = {k: round(float(v), 4) for k, v in scores.items()}
+    return refine_silence(events, waveform, SAMPLE_RATE, energy_db=settings.energy_db)
+
+
+def silent_frames(events: Sequence[Any], category: str, info: VideoInfo) -> set[int]:
+    """Frames whose centre falls in an event where ``category`` does not sound."""
+    from alref.audio.events import frames_to_remove
+
+    return set(frames_to_remove([(i + 0.5) / info.fps for i in range(info.num_frames)], events, category))
+
+
 def _lbru_tile(
     frames: dict[int, np.ndarray], count: int, work: Path, settings: Settings
 ) -> tuple[str, list[int]]:
@@ -143,14 +182,6 @@ def plan_audio(
 ) -> AudioPlan:
     """Everything audio decides before detection: categories, references, hints and the silence gate."""
     from alref.agent.lbru import label_table_sources, merge_sources, run_lbru
-    from alref.audio.events import (
-        assign_categories,
-        cut_events,
-        event_embeddings,
-        frames_to_remove,
-        refine_silence,
-        silent_windows,
-    )
     from alref.tools.audio_tagging import AudioTagger
     from alref.tools.audio_text import AudioTextMatcher
 
@@ -186,28 +217,10 @@ def plan_audio(
     ]  # fmt: skip
 
     matcher = AudioTextMatcher.load(sources[1], device)
-    embeddings = matcher.audio_embeddings(waveform, SAMPLE_RATE, window_s=WINDOW_S)
-    silent = silent_windows(
-        waveform, SAMPLE_RATE, window_s=WINDOW_S, energy_db=settings.energy_db,
-        silence_scores=[w.silence for w in tags.windows], silence_threshold=settings.silence_threshold,
-    )  # fmt: skip
-    n = min(len(embeddings), len(silent))
-    events = cut_events(embeddings[:n], WINDOW_S, settings.event_threshold, silent[:n], duration_s=duration)
-    names = [c["category"] for c in categories]
-    if names:
-        per_event = event_embeddings(embeddings[:n], events, WINDOW_S)
-        assigned = assign_categories(
-            per_event, names, matcher.text_embeddings, silent=[e.silent for e in events]
-        )
-        for event, (sounding, scores) in zip(events, assigned, strict=True):
-            event.categories = sounding
-            event.scores = {k: round(float(v), 4) for k, v in scores.items()}
-    # silence is found per window above; refine its edges to 0.1 s so gaps need not align to seconds
-    events = refine_silence(events, waveform, SAMPLE_RATE, energy_db=settings.energy_db)
-    times = [(i + 0.5) / info.fps for i in range(info.num_frames)]  # frame centres
+    events = sound_events(waveform, [c["category"] for c in categories], settings, tags, matcher)
     gate: dict[int, set[int]] = {}
     if not settings.keep_silent:
-        gate = {c["id"]: set(frames_to_remove(times, events, c["category"])) for c in categories}
+        gate = {c["id"]: silent_frames(events, c["category"], info) for c in categories}
     report = {
         "source": "video track" if request.source == VIDEO_TRACK else str(path),
         "duration_s": round(duration, 3),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -53,7 +54,12 @@ def finish_clip(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, A
         "syntax_reasoning": state.get("syntax_reasoning", ""),
         "box_reasoning": state.get("box_reasoning", ""),
         "candidates": candidates,
-        "images": {"tile": f"tiles/clip{clip['index']:03d}.jpg", "boxes": state.get("candidates_image")},
+        "images": {  # relative to OUT/work/agent
+            "tile": f"tiles/clip{clip['index']:03d}.jpg",
+            "boxes": os.path.relpath(state["candidates_image"], runtime.context.work)
+            if state.get("candidates_image")
+            else None,
+        },
     }
     runtime.context.tracer.event("clip_decided", ref=state["ref_id"], clip=clip["index"], **{
         k: result[k] for k in ("valid", "pivot_frame", "pivot_box", "box_number", "decided_by", "reason", "fallbacks")

@@ -1,0 +1,1 @@
+"""`alref chat`: a conversation about one video with a tool-calling agent."""

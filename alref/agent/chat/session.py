@@ -1,0 +1,279 @@
+"""The state a conversation keeps about its video between turns: the SAM 2 session, the current
+objects (each a name and its box prompts), their propagated masks (as RLE), the undo history, and
+the images the last tools made for the model to see.
+
+Only the objects' prompts and names are persisted (in the conversation's LangGraph state, so in
+SQLite); masks are recomputed from them when a conversation is resumed in a new process.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from alref.config import Settings
+from alref.errors import InputError
+from alref.media.boxes import draw_boxes
+from alref.media.tiles import tile_frames
+from alref.media.video import open_video
+from alref.media.writers import atomic_write_bytes, atomic_write_json, render_overlay, rle_to_mask
+from alref.pipeline.outputs import MaskSink
+from alref.pipeline.run import resolve_models
+from alref.tools.segmentation import MemmapFrameStore
+
+
+def _jpeg(path: Path, image: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+    atomic_write_bytes(path, buffer.getvalue())
+    return str(path)
+
+
+class ChatSession:
+    def __init__(
+        self, video_path: str | Path, out: Path, settings: Settings, audio_path: str | Path | None = None
+    ):
+        self.video_path = Path(video_path)
+        self.video = open_video(video_path)
+        self.info = self.video.info
+        self.out = Path(out)
+        self.settings = settings
+        self.audio_path = Path(audio_path) if audio_path else None
+        self.models = resolve_models(settings)
+        self.objects: dict[
+            int, dict[str, Any]
+        ] = {}  # id -> {"name", "reference", "prompts": [[frame, box]], "silent_frames"}
+        self.masks: dict[int, dict[int, dict]] = {}  # id -> frame -> RLE
+        self.history: list[dict[int, dict[str, Any]]] = []
+        self.pending_images: list[str] = []  # shown to the model with its next step
+        self.changed = False
+        self._detector = self._segmenter = self._store = self._session = None
+        self._counter = 0
+
+    # --- models and frames, loaded on first use -------------------------------------------------
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            self._detector = self.models.grounding_tool.load(self.models.grounding, self.models.device)
+        return self._detector
+
+    def _segmentation(self):
+        if self._session is None:
+            self._segmenter = self.models.segmentation_tool.load(
+                self.models.segmentation, self.models.device, precision=self.settings.precision
+            )
+            side = self._segmenter.image_size
+            self._store = MemmapFrameStore(
+                self.out / "work" / f"frames_{side}.u8", self.info.num_frames, side
+            )
+            if not self._store.reopened:
+                for index, frame in self.video.iter_frames():
+                    self._store[index] = self._segmenter.prepare_frame(frame)
+                self._store.flush()
+            self._session = self._segmenter.start_session(self._store, self.info.height, self.info.width)
+        return self._session
+
+    def check_frame(self, frame: int) -> None:
+        if not 0 <= frame < self.info.num_frames:
+            raise InputError(
+                f"frame {frame} does not exist: the video has frames 0 to {self.info.num_frames - 1}"
+            )
+
+    def _image(self, kind: str, image: np.ndarray) -> str:
+        self._counter += 1
+        path = _jpeg(self.out / "images" / f"{int(time.time())}-{self._counter:03d}-{kind}.jpg", image)
+        self.pending_images.append(path)
+        return path
+
+    # --- what the tools do ----------------------------------------------------------------------
+
+    def show_frames(self, frames: list[int] | None = None, count: int = 8) -> dict[str, Any]:
+        """A tile of frames labelled with their (0-based) frame numbers."""
+        if not frames:
+            frames = sorted(
+                {round(i) for i in np.linspace(0, self.info.num_frames - 1, min(count, self.info.num_frames))}
+            )
+        for f in frames:
+            self.check_frame(f)
+        read = self.video.read_frames(frames)
+        tile = tile_frames(
+            [read[f] for f in frames], frames, self.settings.tile_columns, self.settings.tile_max_side
+        )
+        return {"image": self._image("frames", tile.image), "frames": frames}
+
+    def ground(self, frame: int, phrase: str) -> dict[str, Any]:
+        self.check_frame(frame)
+        image = self.video.read_frame(frame)
+        s = self.settings
+        found = self.detector.detect([image], phrase, s.box_threshold, s.text_threshold, s.top_k)[0]
+        drawn_image, drawn = draw_boxes(image, [d.box for d in found])
+        path = self._image("boxes", drawn_image)
+        boxes = [
+            {"number": b.number, "colour": b.colour, **d.to_dict()} for b, d in zip(drawn, found, strict=True)
+        ]
+        self.last_boxes = {frame: boxes}
+        return {"frame": frame, "image": path, "boxes": boxes}
+
+    def _remember(self) -> None:
+        self.history.append(copy.deepcopy(self.objects))
+
+    def set_object(self, prompts: list[tuple[int, list[float]]], name: str, reference: str | None = None,
+                   object_id: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """Create an object (or replace object ``object_id``) from box prompts and propagate."""
+        for frame, box in prompts:
+            self.check_frame(frame)
+            if len(box) != 4:
+                raise InputError("a box is [x0, y0, x1, y1] in pixels")
+        if object_id is not None and object_id not in self.objects:
+            raise InputError(f"there is no object {object_id}; objects: {self.describe_objects() or 'none'}")
+        self._remember()
+        obj = object_id if object_id is not None else max(self.objects, default=0) + 1
+        self.objects[obj] = {"name": name, "reference": reference or name, "prompts": [[f, list(map(float, b))] for f, b in prompts],
+                             "silent_frames": []}  # fmt: skip
+        self.propagate()
+        return {"object_id": obj, **self.object_summary(obj)}
+
+    def remove(self, object_id: int) -> dict[str, Any]:
+        if object_id not in self.objects:
+            raise InputError(f"there is no object {object_id}; objects: {self.describe_objects() or 'none'}")
+        self._remember()
+        removed = self.objects.pop(object_id)
+        self.propagate()
+        return {"removed": object_id, "name": removed["name"]}
+
+    def rename(self, object_id: int, name: str) -> dict[str, Any]:
+        if object_id not in self.objects:
+            raise InputError(f"there is no object {object_id}; objects: {self.describe_objects() or 'none'}")
+        self._remember()
+        self.objects[object_id]["name"] = name
+        self.changed = True
+        return {"object_id": object_id, "name": name}
+
+    def undo(self) -> dict[str, Any]:
+        if not self.history:
+            raise InputError("nothing to undo")
+        self.objects = self.history.pop()
+        self.propagate()
+        return {"objects": self.describe_objects()}
+
+    def keep_while_sounding(self, object_id: int, sound: str) -> dict[str, Any]:
+        """Remove the object's mask on frames where ``sound`` is not heard (CLAP sound events)."""
+        from alref.media.audio import load_audio
+        from alref.pipeline.audio import audio_models, silent_frames, sound_events
+        from alref.tools.audio_tagging import AudioTagger
+        from alref.tools.audio_text import AudioTextMatcher
+
+        if object_id not in self.objects:
+            raise InputError(f"there is no object {object_id}; objects: {self.describe_objects() or 'none'}")
+        source = self.audio_path or self.video_path
+        if self.audio_path is None and not self.info.has_audio:
+            raise InputError("this video has no audio track; start the chat with --audio PATH")
+        waveform = load_audio(source)
+        tagging, text = audio_models(self.settings)
+        tags = AudioTagger.load(tagging, self.models.device).tag(waveform, top_k=self.settings.audio_top_k)
+        events = sound_events(
+            waveform, [sound], self.settings, tags, AudioTextMatcher.load(text, self.models.device)
+        )
+        self._remember()
+        frames = sorted(silent_frames(events, sound, self.info))
+        self.objects[object_id]["silent_frames"] = frames
+        self.propagate()
+        return {
+            "object_id": object_id,
+            "sound": sound,
+            "frames_removed": len(frames),
+            **self.object_summary(object_id),
+        }
+
+    def tag_audio(self, top_k: int = 5) -> dict[str, Any]:
+        from alref.media.audio import load_audio
+        from alref.pipeline.audio import audio_models
+        from alref.tools.audio_tagging import AudioTagger
+
+        source = self.audio_path or self.video_path
+        tags = AudioTagger.load(audio_models(self.settings)[0], self.models.device).tag(
+            load_audio(source), top_k=top_k
+        )
+        return {"labels": [{"label": t.label, "score": round(float(t.score), 3)} for t in tags.labels]}
+
+    # --- masks ------------------------------------------------------------------------------------
+
+    def propagate(self) -> None:
+        """Prompt SAM 2 with every object's boxes and propagate once over the whole video."""
+        from alref.media.writers import mask_to_rle
+
+        self.changed = True
+        self.masks = {obj: {} for obj in self.objects}
+        if not self.objects:
+            return
+        session = self._segmentation()
+        session.reset()
+        for obj, data in sorted(self.objects.items()):
+            for frame, box in data["prompts"]:
+                session.add_box(frame, obj, box)
+        start = self.objects[max(self.objects)]["prompts"][0][0]
+        for frame, masks in session.propagate(start):
+            for obj, mask in masks.items():
+                if frame in self.objects[obj].get("silent_frames", []):
+                    mask = np.zeros_like(mask)
+                self.masks[obj][frame] = mask_to_rle(mask)
+
+    def object_summary(self, obj: int) -> dict[str, Any]:
+        present = [f for f, rle in sorted(self.masks.get(obj, {}).items()) if rle_to_mask(rle).any()]
+        data = self.objects[obj]
+        return {"name": data["name"], "prompts": data["prompts"], "frames_with_mask": len(present),
+                "first_frame": present[0] if present else None, "last_frame": present[-1] if present else None}  # fmt: skip
+
+    def describe_objects(self) -> list[dict[str, Any]]:
+        return [{"object_id": obj, **self.object_summary(obj)} for obj in sorted(self.objects)]
+
+    def preview(self, turn: int) -> str | None:
+        """The first prompt frame of the newest object with every mask tinted and the prompt boxes drawn."""
+        if not self.objects:
+            return None
+        frame = self.objects[max(self.objects)]["prompts"][0][0]
+        image = self.video.read_frame(frame)
+        masks = {obj: rle_to_mask(m[frame]) for obj, m in self.masks.items() if frame in m}
+        boxes = [
+            (box, f"{obj} {d['name']}")
+            for obj, d in sorted(self.objects.items())
+            for f, box in d["prompts"]
+            if f == frame
+        ]
+        return _jpeg(self.out / "previews" / f"turn{turn:03d}.jpg", render_overlay(image, masks, boxes))
+
+    def export(self, folder: str | Path | None = None) -> dict[str, Any]:
+        """masks/, objects/, palette/ and masks.json as `alref segment` writes them, plus objects.json."""
+        target = Path(folder) if folder else self.out / "export"
+        if not self.objects:
+            raise InputError("there is nothing to export yet: no object has been segmented")
+        sink = MaskSink(target, self.info, {obj: d["name"] for obj, d in self.objects.items()})
+        for frame in range(self.info.num_frames):
+            sink.add(frame, {obj: rle_to_mask(m[frame]) for obj, m in self.masks.items() if frame in m})
+        sink.write_json()
+        atomic_write_json(
+            target / "objects.json", {"video": str(self.video_path), "objects": self.describe_objects()}
+        )
+        return {"folder": str(target), "objects": len(self.objects), "frames": self.info.num_frames}
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"objects": {str(k): v for k, v in self.objects.items()},
+                "history": [{str(k): v for k, v in h.items()} for h in self.history[-20:]]}  # fmt: skip
+
+    def restore(self, snapshot: dict[str, Any] | None) -> None:
+        if not snapshot:
+            return
+        self.objects = {int(k): v for k, v in snapshot.get("objects", {}).items()}
+        self.history = [{int(k): v for k, v in h.items()} for h in snapshot.get("history", [])]
+        if self.objects:
+            self.propagate()
+        self.changed = False
