@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from alref.errors import AlrefError
+from alref.eval.cli import eval_app
 from alref.tools.cli import tools_list
 from alref.trace_cli import trace_export, trace_list
 
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List and download the models alref uses.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(eval_app, name="eval")
 
 _state: dict[str, Any] = {"debug": False}
 AUDIO = "Sound as the reference"

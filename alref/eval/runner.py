@@ -1,0 +1,309 @@
+"""``alref eval run``: the pipeline over a whole dataset, resumable, then the benchmark's table.
+
+For each video, :func:`alref.pipeline.run.segment_video` runs once with *all* of the video's
+expressions as references (one SAM 2 session per video, one object id per expression; AVSBench:
+the video's sound). Its masks are converted into the dataset's prediction layout, and one line per
+expression is appended to ``results.jsonl``. A rerun skips the expressions already in that file, so an
+interrupted run continues where it stopped (Ref-DAVIS merges a video's objects per annotator, so
+there a video is redone as a whole). At the end the predictions are scored with the dataset's
+protocol (or zipped for the server when it has no public ground truth).
+
+Output folder::
+
+    OUT/run.json            dataset, split, root and settings of this run (a rerun must match)
+    OUT/results.jsonl       one line per expression: video, expression, text, status, J/F, seconds
+    OUT/predictions/        the dataset's layout (see alref.eval.writers)
+    OUT/runs/<video>/       each video's alref output (masks.json, result.json, …)
+    OUT/scores.json         the protocol's full result (per sequence / expression / class detail)
+    OUT/summary.json        the final table; OUT/predictions/submission.zip without ground truth
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alref.config import Settings
+from alref.errors import InputError
+from alref.eval.datasets import EvalDataset, VideoItem, open_dataset
+from alref.eval.datasets.avsbench import AvsDataset
+from alref.eval.datasets.base import read_level_png
+from alref.eval.datasets.mevis import Mevis
+from alref.eval.datasets.refdavis import RefDavis
+from alref.eval.metrics import binary_j_f
+from alref.eval.protocols import avs_summary, avs_video_scores
+from alref.eval.score import score_avsbench, score_davis, score_mevis
+from alref.eval.writers import zip_folder
+from alref.media.writers import atomic_write_json, rle_to_mask
+from alref.progress import Reporter
+
+CATEGORIES_FILE = Path(__file__).resolve().parents[1] / "data" / "avsbench_categories.txt"
+Segment = Callable[..., dict[str, Any]]
+
+
+class ProgressReporter(Reporter):
+    """Draws the pipeline's stages as sub-bars of the benchmark's rich Progress; each distinct note
+    is printed once."""
+
+    def __init__(self, progress: Any) -> None:
+        super().__init__()
+        self.progress = progress
+        self._seen: set[str] = set()
+
+    @contextmanager
+    def stage(self, name: str, total: int | None) -> Iterator[Any]:
+        task = self.progress.add_task(f"  {name}", total=total)
+        try:
+            yield _SubStage(self.progress, task)
+        finally:
+            self.progress.remove_task(task)
+
+    def note(self, message: str) -> None:
+        super().note(message)
+        if message not in self._seen and not message.startswith("already done"):
+            self._seen.add(message)
+            self.progress.console.print(message, highlight=False, markup=False)
+
+
+class _SubStage:
+    def __init__(self, progress: Any, task: Any) -> None:
+        self.progress, self.task = progress, task
+
+    def advance(self, amount: int = 1) -> None:
+        self.progress.advance(self.task, amount)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The records of a results.jsonl (a torn last line, from a crash while writing, is ignored)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def append_results(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_object_masks(run_dir: Path, frame_names: Sequence[str]) -> list[np.ndarray]:
+    """Each object's (T, H, W) masks from ``run_dir/masks.json``, on the dataset's frames."""
+    data = json.loads((run_dir / "masks.json").read_text())
+    index = {name: i for i, name in enumerate(data["frames"])}
+    missing = [n for n in frame_names if n not in index]
+    if missing:
+        raise InputError(f"frame {missing[0]!r} is not among the frames alref read from {run_dir}")
+    return [np.stack([rle_to_mask(obj["masks"][index[n]]) for n in frame_names]) for obj in data["objects"]]
+
+
+def _sound_labels(ds: AvsDataset, result: dict, masks: list[np.ndarray], shape) -> np.ndarray:
+    """(T, H, W) classes: each sounding object painted with its AVSBench class (later ones win)."""
+    vocab = [line.strip() for line in CATEGORIES_FILE.read_text().splitlines() if line.strip()]
+    labels = np.zeros(shape, np.uint8)
+    refs = {r["id"]: r for r in result.get("references", [])}
+    for obj_id, mask in enumerate(masks, start=1):
+        category = refs.get(obj_id, {}).get("category")
+        cls = vocab.index(category) if category in vocab else (1 if ds.binary else 0)
+        if cls:
+            labels[mask] = cls
+    return labels
+
+
+def _identity(ds: EvalDataset, settings: Settings) -> dict[str, Any]:
+    return {
+        "dataset": ds.name,
+        "split": ds.split,
+        "root": str(ds.root.resolve()),
+        "settings": settings.public_dict() | {"cache_dir": None},
+    }
+
+
+def run_eval(
+    dataset: str,
+    root: str | Path,
+    out: str | Path,
+    settings: Settings,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    videos: Sequence[str] | None = None,
+    force: bool = False,
+    console: Any = None,
+    segment: Segment | None = None,
+    chat_model: Any = None,
+) -> dict[str, Any]:
+    """Run alref over ``dataset`` at ``root`` into ``out``; returns the summary (also saved)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = console or Console(stderr=True)
+    ds = open_dataset(dataset, root, split)
+    items = ds.select(videos, limit)
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    pred_root, results_path = out / "predictions", out / "results.jsonl"
+    if ds.sound and getattr(settings, "categories", "absent") is None:
+        settings = settings.model_copy(update={"categories": CATEGORIES_FILE})
+    identity = _identity(ds, settings)
+    previous = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else None
+    if previous is not None and previous != identity and not force:
+        changed = sorted(k for k in identity if previous.get(k) != identity[k])
+        raise InputError(
+            f"{out} already holds a run with different {', '.join(changed)}; rerun with --force to "
+            "start over there, or pick another --out"
+        )
+    if force:
+        results_path.unlink(missing_ok=True)
+        shutil.rmtree(pred_root, ignore_errors=True)
+    atomic_write_json(out / "run.json", identity)
+    if segment is None:
+        from alref.pipeline.run import segment_video as segment
+
+    done = {(r["video"], r["expression"]) for r in read_results(results_path)}
+    whole_video = isinstance(ds, RefDavis)
+    plan = []
+    for video in items:
+        todo = [e for e in video.expressions if (video.id, e.id) not in done]
+        if todo and whole_video:
+            todo = list(video.expressions)
+        if todo:
+            plan.append((video, todo))
+    if len(plan) < len(items):
+        console.print(
+            f"resuming: {len(items) - len(plan)} of {len(items)} videos already done in {results_path}"
+        )
+    started = time.perf_counter()
+    smoke = False
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("eta"), TimeRemainingColumn(), console=console,
+    ) as progress:  # fmt: skip
+        task = progress.add_task(f"{ds.name} videos", total=len(plan))
+        reporter = ProgressReporter(progress)
+        for video, todo in plan:
+            t = time.perf_counter()
+            run_dir = out / "runs" / video.id
+            if ds.sound:
+                result = segment(video.frames_dir, [], run_dir, settings, reporter, force=force,
+                                 chat_model=chat_model, audio=_audio_request(video.audio))  # fmt: skip
+            else:
+                result = segment(video.frames_dir, [e.text for e in todo], run_dir, settings, reporter,
+                                 force=force, chat_model=chat_model)  # fmt: skip
+            smoke = smoke or bool(result.get("smoke"))
+            records = _write_video(ds, pred_root, video, todo, run_dir, result)
+            seconds = round((time.perf_counter() - t) / len(todo), 3)
+            append_results(results_path, [r | {"seconds": seconds} for r in records])
+            progress.advance(task)
+    summary = _finish(ds, items, pred_root, out, time.perf_counter() - started)
+    summary["smoke"] = smoke or any(r.get("smoke") for r in read_results(results_path))
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def _audio_request(path: Path | None) -> Any:
+    try:
+        from alref.pipeline.audio import AudioRequest
+    except ImportError as exc:  # pragma: no cover - the audio pipeline ships with alref
+        raise InputError(f"AVSBench needs alref's audio pipeline, which is not available ({exc})") from None
+    return AudioRequest(str(path))
+
+
+def _write_video(
+    ds: EvalDataset, pred_root: Path, video: VideoItem, todo: list, run_dir: Path, result: dict
+) -> list[dict[str, Any]]:
+    """Convert one video's alref output into the dataset's layout; one record per expression."""
+    masks = read_object_masks(run_dir, video.frame_names)
+    refs = result.get("references", [])
+    base = {"video": video.id, "mode": result.get("mode"), "smoke": bool(result.get("smoke"))}
+    if isinstance(ds, AvsDataset):
+        shape = (len(video.frame_names), *_frame_shape(masks, video))
+        labels = _sound_labels(ds, result, masks, shape)
+        ds.write_video(pred_root, video, labels)
+        record = base | {"expression": "sound", "text": None, "status": result.get("status"),
+                         "objects": [r.get("category") or r.get("text") for r in refs]}  # fmt: skip
+        if ds.binary:
+            gts = [read_level_png(p, "ground-truth mask") >= 128 for p in ds.gt_paths(video)]
+            levels = [np.where(f > 0, 255, 0).astype(np.uint8) for f in labels]
+            if all(g.shape == lv.shape for g, lv in zip(gts, levels, strict=True)):
+                record |= {k: v * 100 for k, v in avs_summary([avs_video_scores(levels, gts)]).items()}
+        return [record]
+    by_expression = {e.id: masks[i] for i, e in enumerate(todo)}
+    ds.write_video(pred_root, video, by_expression)  # type: ignore[attr-defined]
+    records = []
+    for i, e in enumerate(todo):
+        ref = refs[i] if i < len(refs) else {}
+        record = base | {"expression": e.id, "text": e.text, "status": ref.get("status"),
+                         "frames_with_mask": int(np.count_nonzero(masks[i].any(axis=(1, 2))))}  # fmt: skip
+        if e.annotator is not None:
+            record["annotator"] = e.annotator
+        if isinstance(ds, Mevis) and ds.gt is not None:
+            j, f = binary_j_f(masks[i], ds.gt.masks(video.id, e.id, masks[i].shape[1:]))
+            record |= {"J": float(np.mean(j)) * 100, "F": float(np.mean(f)) * 100}
+        records.append(record)
+    return records
+
+
+def _frame_shape(masks: list[np.ndarray], video: VideoItem) -> tuple[int, int]:
+    if masks:
+        return masks[0].shape[1:]
+    from alref.media.video import open_video
+
+    info = open_video(video.frames_dir).info
+    return info.height, info.width
+
+
+def _finish(ds: EvalDataset, items: list[VideoItem], pred_root: Path, out: Path, elapsed: float) -> dict:
+    ids = [v.id for v in items]
+    summary: dict[str, Any] = {
+        "dataset": ds.name,
+        "split": ds.split,
+        "protocol": ds.protocol,
+        "videos": len(items),
+        "expressions": sum(len(v.expressions) for v in items),
+        "predictions": str(pred_root),
+        "results": str(out / "results.jsonl"),
+        "elapsed_s": round(elapsed, 3),
+        "scores": None,
+        "submission": None,
+    }
+    if ds.protocol is None:
+        annotations = pred_root / "Annotations"
+        if annotations.is_dir():
+            summary["submission"] = str(zip_folder(annotations, pred_root / "submission.zip"))
+        return summary
+    if isinstance(ds, RefDavis):
+        scores = score_davis(pred_root, ds.gt_dir, sequences=ids)
+    elif isinstance(ds, Mevis):
+        scores = score_mevis(pred_root, ds.gt, videos=ids)  # type: ignore[arg-type]
+    else:
+        scores = score_avsbench(str(ds.protocol), pred_root, ds.root, videos=ids, split=ds.split)
+    atomic_write_json(out / "scores.json", scores)
+    keys = ("M_J", "M_F") if "M_J" in scores else ("J", "F", "J&F")
+    summary["scores"] = {k: scores[k] for k in keys}
+    summary["scores_file"] = str(out / "scores.json")
+    return summary
