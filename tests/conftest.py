@@ -95,3 +95,15 @@ def llm_server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run as fast on one thread, and stay fast when other processes share the CPU.
+    Model test modules use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -79,3 +79,20 @@ def choose(
         ctx.tracer.event("validation_error", step=step, **trace_context(state, attempt=attempt), error=text)
         return update | {error_key: text}, None
     return update | {error_key: None}, answer  # type: ignore[return-value]
+
+
+def fallback_reason(state: Any, attempts_key: str, error_key: str) -> str:
+    """Why a deciding step falls back to its deterministic choice."""
+    if state.get("llm_down"):
+        return f"LLM unavailable: {state['llm_down']}"
+    return f"no valid answer after {state.get(attempts_key, 0)} attempts (last: {state.get(error_key)})"
+
+
+def route_choice(state: Any, decided_key: str, attempts_key: str, ok: str, retry: str, fallback: str) -> str:
+    """The conditional edge after a deciding step: valid → ``ok``; invalid with attempts left →
+    ``retry`` (the same node); exhausted or LLM down → ``fallback``."""
+    if state.get(decided_key) == "llm":
+        return ok
+    if not state.get("llm_down") and state.get(attempts_key, 0) < state.get("max_attempts", 3):
+        return retry
+    return fallback

@@ -115,10 +115,7 @@ def label_table_sources(labels: Sequence[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def name_sound_sources_fallback(state: LbruState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    if state.get("llm_down"):
-        why = f"LLM unavailable: {state['llm_down']}"
-    else:
-        why = f"no valid answer after {state.get('attempts', 0)} attempts (last: {state.get('error')})"
+    why = conv.fallback_reason(state, "attempts", "error")
     runtime.context.tracer.event("fallback", step="name_sound_sources", reason=why)
     return {
         "sources": label_table_sources(state["labels"]),
@@ -162,11 +159,8 @@ def merge_sources(
 
 
 def route_after_name_sound_sources(state: LbruState) -> str:
-    if state.get("decided_by") == "llm":
-        return "map_to_vocabulary"
-    if not state.get("llm_down") and state.get("attempts", 0) < state.get("max_attempts", 3):
-        return "name_sound_sources"
-    return "name_sound_sources_fallback"
+    return conv.route_choice(state, "decided_by", "attempts", "map_to_vocabulary", "name_sound_sources",
+                             "name_sound_sources_fallback")  # fmt: skip
 
 
 def build_lbru_graph():

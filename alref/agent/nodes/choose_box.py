@@ -66,8 +66,6 @@ def choose_box_fallback(state: ClipState, runtime: Runtime[AgentContext]) -> dic
 
 
 def route_after_choose_box(state: ClipState) -> str:
-    if state.get("box_decided_by") == "llm":
-        return "finish_clip"
-    if not state.get("llm_down") and state.get("box_attempts", 0) < state.get("max_attempts", 3):
-        return "choose_box"
-    return "choose_box_fallback"
+    return conv.route_choice(
+        state, "box_decided_by", "box_attempts", "finish_clip", "choose_box", "choose_box_fallback"
+    )

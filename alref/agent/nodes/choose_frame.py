@@ -58,10 +58,7 @@ def choose_frame(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, 
 def choose_frame_fallback(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """No usable answer: take the sampled frame with the highest detection score (the baseline)."""
     ctx = runtime.context
-    if state.get("llm_down"):
-        why = f"LLM unavailable: {state['llm_down']}"
-    else:
-        why = f"no valid answer after {state.get('frame_attempts', 0)} attempts (last: {state.get('frame_error')})"
+    why = conv.fallback_reason(state, "frame_attempts", "frame_error")
     c = state["clip"]
     ranked = samples_by_score(
         Clip(c["index"], c["start"], c["end"], tuple(c["samples"])), ctx.detections[state["ref_id"]]
@@ -77,8 +74,5 @@ def choose_frame_fallback(state: ClipState, runtime: Runtime[AgentContext]) -> d
 
 
 def route_after_choose_frame(state: ClipState) -> str:
-    if state.get("frame_decided_by") == "llm":
-        return "ground_candidates"
-    if not state.get("llm_down") and state.get("frame_attempts", 0) < state.get("max_attempts", 3):
-        return "choose_frame"
-    return "choose_frame_fallback"
+    return conv.route_choice(state, "frame_decided_by", "frame_attempts", "ground_candidates", "choose_frame",
+                             "choose_frame_fallback")  # fmt: skip

@@ -22,6 +22,7 @@ AVSS-V2-Binary ``v2/<uid>/<i>.png``); AL-Ref-SAM 2's ``<i+1>_video_mask.png`` na
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
@@ -52,13 +53,13 @@ class AvsDataset(EvalDataset):
     sound = True
     binary: ClassVar[bool] = True
 
-    def gt_paths(self, video: VideoItem) -> list[Path]:  # pragma: no cover - per setting
-        raise NotImplementedError
+    @abstractmethod
+    def gt_paths(self, video: VideoItem) -> list[Path]:
+        """The ground-truth mask files of a video, per frame (each setting implements it)."""
 
-    def pred_candidates(
-        self, pred_root: Path, video: VideoItem, index: int
-    ) -> list[Path]:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def pred_candidates(self, pred_root: Path, video: VideoItem, index: int) -> list[Path]:
+        """Where a prediction for frame ``index`` may be, in order of preference."""
 
     def write_video(self, pred_root: Path, video: VideoItem, labels: np.ndarray) -> None:
         """``labels``: (T, H, W) uint8 classes per frame (0 = background; binary settings write

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ class VideoItem:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-class EvalDataset:
+class EvalDataset(ABC):
     """Base class of the dataset readers. ``root`` is the dataset folder, ``split`` its split."""
 
     name: ClassVar[str] = ""
@@ -67,8 +68,9 @@ class EvalDataset:
     def has_ground_truth(self) -> bool:
         return self.protocol is not None
 
-    def videos(self) -> list[VideoItem]:  # pragma: no cover - every reader implements it
-        raise NotImplementedError
+    @abstractmethod
+    def videos(self) -> list[VideoItem]:
+        """Every video of the split, in dataset order (each reader implements it)."""
 
     def select(self, names: Sequence[str] | None = None, limit: int | None = None) -> list[VideoItem]:
         """The videos to run, in dataset order: only ``names`` if given (unknown names are an error),
