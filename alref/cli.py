@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -344,18 +345,10 @@ def chat(
         if video_path is None:
             raise InputError("give the video to talk about: alref chat VIDEO (or --resume THREAD)")
         audio_path = audio or saved.get("audio")
-        session = ChatSession(video_path, out or Path("alref-chat") / (resume or "new"), settings, audio_path)
-        model = LLMClient(settings).chat_model
-        conversation = Chat(
-            session,
-            model,
-            saver,
-            thread=resume,
-            max_steps=max_steps,
-            select_referent=make_select_referent(session),
-        )
-        if out is None and resume is None:
-            session.out = Path("alref-chat") / conversation.thread
+        thread = resume or uuid.uuid4().hex[:8]
+        session = ChatSession(video_path, out or Path("alref-chat") / thread, settings, audio_path)
+        conversation = Chat(session, LLMClient(settings).chat_model, saver, thread=thread, max_steps=max_steps,
+                            select_referent=make_select_referent(session))  # fmt: skip
         session.restore(saved.get("objects"))
         if not as_json:
             err_console.print(

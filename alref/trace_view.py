@@ -112,6 +112,16 @@ def render_tree(events: list[dict[str, Any]], run: Path | str = "") -> Tree:
             if decided:
                 clip_node.add(f"[green]decision[/]: {_short(decided.get('reason'), 240)}")
     for e in grouped.get((None, None), []):
+        if e.get("kind") == "chat_turn":
+            turn = tree.add(f"[bold]turn {e.get('turn')}[/]: “{_short(e.get('text'))}”")
+            for c in e.get("calls") or []:
+                mark = "[red]✗[/]" if c.get("error") else "[green]✓[/]"
+                turn.add(
+                    f"{mark} {escape(str(c.get('tool')))}({_short(c.get('args'), 100)}) → {_short(c.get('result'), 120)}"
+                )
+            turn.add(f"answer: {_short(e.get('answer'), 240)}")
+            if e.get("preview"):
+                turn.add(f"preview: {escape(str(e['preview']))}")
         if e.get("kind") == "resume":
             tree.add(f"[yellow]resumed[/]: {e.get('clips_done', 0)} clip branches were already done")
     if end.get("timings_s"):

@@ -163,8 +163,8 @@ def test_resume_in_a_new_process_over_http(tmp_path, video, llm_server):
     rows = json.loads(listed.stdout)
     assert [r["thread"] for r in rows] == [thread] and rows[0]["objects"] == 1 and rows[0]["turns"] == 1
 
-    second = subprocess.run([*base, "--resume", thread, "-m", "what objects are there?"], capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    second = subprocess.run([*base, "--resume", thread, "-m", "what objects are there?", "--out", str(tmp_path / "c")],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert second.returncode == 0, second.stderr
     resumed = json.loads(second.stdout.splitlines()[-1])
     listed_objects = json.loads(resumed["calls"][0]["result"])
@@ -173,6 +173,10 @@ def test_resume_in_a_new_process_over_http(tmp_path, video, llm_server):
     history = [m["role"] for m in llm_server.chat_requests[-1]["messages"]]
     assert history.count("user") >= 2  # the first turn is part of the resumed conversation
     assert list_threads(db)[0]["turns"] == 2
+    shown = subprocess.run([sys.executable, "-m", "alref.cli", "trace", "show", str(tmp_path / "c")],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert shown.returncode == 0 and "turn 1" in shown.stdout and "turn 2" in shown.stdout
+    assert "segment_box" in shown.stdout and "list_objects" in shown.stdout
 
 
 def test_chat_needs_an_llm(run_cli, video):

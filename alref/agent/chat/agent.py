@@ -26,6 +26,7 @@ from typing_extensions import TypedDict
 
 from alref.agent.chat.session import ChatSession
 from alref.agent.chat.tools import make_tools
+from alref.agent.trace import Tracer
 from alref.errors import InputError
 
 SYSTEM = """You help a person segment objects in a video ({frames} frames, {width}x{height}, {fps:.1f} fps; frame
@@ -133,6 +134,9 @@ class Chat:
             session, model, make_tools(session, select_referent or self._no_select), max_steps, saver
         )
         self.turns = 0
+        self.tracer = Tracer(
+            session.out / "trace", secrets=[session.settings.api_key] if session.settings.api_key else []
+        )
 
     @staticmethod
     def _no_select(reference: str, object_id: int | None = None) -> dict[str, Any]:
@@ -165,11 +169,10 @@ class Chat:
                                   "error": result is not None and result.status == "error",
                                   "result": result.content if result is not None else None})  # fmt: skip
         self.turns += 1
-        preview = (
-            self.session.preview(len([m for m in state["messages"] if isinstance(m, HumanMessage)]))
-            if self.session.changed
-            else None
-        )
+        turn = len([m for m in state["messages"] if isinstance(m, HumanMessage)])
+        preview = self.session.preview(turn) if self.session.changed else None
         answer = next((m.content for m in reversed(new) if isinstance(m, AIMessage) and m.content), "")
-        return {"thread": self.thread, "calls": calls, "answer": answer, "preview": preview,
-                "objects": self.session.describe_objects()}  # fmt: skip
+        report = {"thread": self.thread, "calls": calls, "answer": answer, "preview": preview,
+                  "objects": self.session.describe_objects()}  # fmt: skip
+        self.tracer.event("chat_turn", turn=turn, text=text, **report)
+        return report
