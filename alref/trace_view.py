@@ -100,7 +100,7 @@ def render_tree(events: list[dict[str, Any]], run: Path | str = "") -> Tree:
             label = f"clip {clip}"
             if decided:
                 label += (
-                    f" → frame {decided.get('pivot_frame')}, box {decided.get('box_number') or '-'}"
+                    f" → frame {decided.get('pivot_frame')}, box {decided.get('box_number') or 'top-scoring'}"
                     f" · {decided.get('decided_by')}"
                     if decided.get("valid")
                     else " → [red]no pivot[/]"
