@@ -24,7 +24,7 @@ from PIL import Image
 EVENTS_FILE = "events.jsonl"
 IMAGES_DIR = "images"
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_MIN_SECRET_LEN = 4  # shorter "secrets" (placeholders, empty strings) would scrub ordinary text
+_MIN_SECRET_LEN = 4  # shorter "secrets" (dummy keys, empty strings) would scrub ordinary text
 
 
 class Tracer:

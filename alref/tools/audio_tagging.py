@@ -29,7 +29,7 @@ from alref.audio.labels import audioset_labels
 from alref.audio.signal import as_mono, resample, window_times
 from alref.errors import AlrefError
 from alref.media.audio import SAMPLE_RATE
-from alref.tools.loading import ModelSource, load_once, resolve_device, wrap_load_error
+from alref.tools.loading import ModelSource, load_once, load_pretrained, resolve_device
 
 if TYPE_CHECKING:
     from langchain_core.tools import StructuredTool
@@ -132,15 +132,14 @@ class AudioTagger:
     def _load(cls, source: ModelSource, device: str) -> AudioTagger:
         from transformers import ASTFeatureExtractor, ASTForAudioClassification
 
-        try:
-            # without torchaudio, 128 mel bins leave one mel filter empty: harmless, and not the user's to fix
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
-                feature_extractor = ASTFeatureExtractor.from_pretrained(source.path)
-            model = ASTForAudioClassification.from_pretrained(source.path)
-        except Exception as exc:  # noqa: BLE001 - missing weights, wrong class, broken files
-            raise wrap_load_error(source, exc) from exc
-        return cls(source, device, model.to(device).eval(), feature_extractor)
+        # without torchaudio, 128 mel bins leave one mel filter empty: harmless, and not the user's to fix
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+            return cls(
+                source,
+                device,
+                *load_pretrained(source, device, ASTForAudioClassification, ASTFeatureExtractor),
+            )
 
     @property
     def chunk_s(self) -> float:

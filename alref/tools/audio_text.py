@@ -20,7 +20,7 @@ import numpy as np
 from alref.audio.signal import as_mono, resample, window_times
 from alref.audio.vocabulary import avsbench_categories
 from alref.media.audio import SAMPLE_RATE
-from alref.tools.loading import ModelSource, load_once, resolve_device, wrap_load_error
+from alref.tools.loading import ModelSource, load_once, load_pretrained, resolve_device
 
 __all__ = ["AudioTextMatcher", "build_tiny", "tiny_words"]
 
@@ -53,12 +53,7 @@ class AudioTextMatcher:
     def _load(cls, source: ModelSource, device: str) -> AudioTextMatcher:
         from transformers import ClapModel, ClapProcessor
 
-        try:
-            processor = ClapProcessor.from_pretrained(source.path)
-            model = ClapModel.from_pretrained(source.path)
-        except Exception as exc:  # noqa: BLE001 - missing weights, wrong class, broken files
-            raise wrap_load_error(source, exc) from exc
-        return cls(source, device, model.to(device).eval(), processor)
+        return cls(source, device, *load_pretrained(source, device, ClapModel, ClapProcessor))
 
     def audio_embeddings(
         self, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE, window_s: float = 1.0, batch_size: int = 8

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from alref.tools.loading import ModelSource, load_once, resolve_device, wrap_load_error
+from alref.tools.loading import ModelSource, load_once, load_pretrained, resolve_device
 
 if TYPE_CHECKING:
     from langchain_core.tools import StructuredTool
@@ -84,13 +84,12 @@ class GroundingDetector:
     def _load(cls, source: ModelSource, device: str) -> GroundingDetector:
         from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 
-        try:
-            # without torchvision the image processor falls back to GroundingDinoImageProcessorPil
-            processor = GroundingDinoProcessor.from_pretrained(source.path)
-            model = GroundingDinoForObjectDetection.from_pretrained(source.path)
-        except Exception as exc:  # noqa: BLE001 - missing weights, wrong class, broken files
-            raise wrap_load_error(source, exc) from exc
-        return cls(source, device, model.to(device).eval(), processor)
+        # without torchvision the image processor falls back to GroundingDinoImageProcessorPil
+        return cls(
+            source,
+            device,
+            *load_pretrained(source, device, GroundingDinoForObjectDetection, GroundingDinoProcessor),
+        )
 
     def detect(
         self,

@@ -240,6 +240,17 @@ def loaded_keys() -> list[tuple]:
     return list(_loaded)
 
 
+def load_pretrained(source: ModelSource, device: str, model_cls: Any, processor_cls: Any) -> tuple[Any, Any]:
+    """``model_cls`` and ``processor_cls`` ``from_pretrained`` from the source's folder, the model in
+    eval mode on ``device``; anything that goes wrong is a ModelLoadError naming the model."""
+    try:
+        processor = processor_cls.from_pretrained(source.path)
+        model = model_cls.from_pretrained(source.path)
+    except Exception as exc:  # noqa: BLE001 - missing weights, wrong class, broken files
+        raise wrap_load_error(source, exc) from exc
+    return model.to(device).eval(), processor
+
+
 def wrap_load_error(source: ModelSource, exc: Exception) -> ModelLoadError:
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     return ModelLoadError(f"model {source.name} ({source.role}) at {source.path} does not load: {first}")
