@@ -44,6 +44,21 @@ def ask(ctx: AgentContext, conversation: list[Message], step: str, context: dict
         raise
 
 
+def describe(
+    ctx: AgentContext, state: ClipState, conversation: list[Message], step: str, answer_key: str
+) -> dict[str, Any]:
+    """A free-text step: ask with the conversation so far (unless the LLM is down) and keep the answer
+    in the conversation and under ``answer_key``."""
+    if ctx.llm_dead:
+        return {"conversation": conversation, "llm_down": ctx.llm_dead}
+    try:
+        reply = ask(ctx, conversation, step, trace_context(state))
+    except LLMUnavailableError as error:
+        return {"conversation": conversation, "llm_down": str(error)}
+    conversation.append(message("assistant", reply.text))
+    return {"conversation": conversation, answer_key: reply.text}
+
+
 def choose(
     ctx: AgentContext,
     state: ClipState,

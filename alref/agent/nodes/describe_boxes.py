@@ -9,7 +9,6 @@ from langgraph.runtime import Runtime
 
 from alref.agent import conversation as conv
 from alref.agent.context import AgentContext
-from alref.agent.llm import LLMUnavailableError
 from alref.agent.state import ClipState
 from alref.prompts import render
 
@@ -30,11 +29,4 @@ def describe_boxes(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str
         detector_labels=", ".join(f"box {c['number']}: '{c['phrase'] or '?'}'" for c in candidates),
     )
     conversation = list(state["conversation"]) + [conv.message("user", prompt, [state["candidates_image"]])]
-    if ctx.llm_dead:
-        return {"conversation": conversation, "llm_down": ctx.llm_dead}
-    try:
-        reply = conv.ask(ctx, conversation, "describe_boxes", conv.trace_context(state))
-    except LLMUnavailableError as error:
-        return {"conversation": conversation, "llm_down": str(error)}
-    conversation.append(conv.message("assistant", reply.text))
-    return {"conversation": conversation, "boxes_description": reply.text}
+    return conv.describe(ctx, state, conversation, "describe_boxes", "boxes_description")

@@ -11,7 +11,6 @@ from PIL import Image
 
 from alref.agent import conversation as conv
 from alref.agent.context import AgentContext
-from alref.agent.llm import LLMUnavailableError
 from alref.agent.state import ClipState
 from alref.media.tiles import tile_frames
 from alref.media.writers import atomic_write_bytes
@@ -41,11 +40,4 @@ def describe_event(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str
         reference=state["reference"],
     )  # fmt: skip
     conversation = conv.start(prompt, [clip_tile(ctx, clip)])
-    if ctx.llm_dead:
-        return {"conversation": conversation, "llm_down": ctx.llm_dead}
-    try:
-        reply = conv.ask(ctx, conversation, "describe_event", conv.trace_context(state))
-    except LLMUnavailableError as error:
-        return {"conversation": conversation, "llm_down": str(error)}
-    conversation.append(conv.message("assistant", reply.text))
-    return {"conversation": conversation, "event": reply.text}
+    return conv.describe(ctx, state, conversation, "describe_event", "event")

@@ -21,16 +21,12 @@ import numpy as np
 
 from alref.eval.datasets.base import (
     DatasetLayoutError,
-    EvalDataset,
-    VideoItem,
-    check_frames,
     first_existing,
     meta_videos,
     read_json,
     require_dir,
 )
-from alref.eval.datasets.refytvos import text_expressions, video_frames
-from alref.eval.writers import write_expression_masks
+from alref.eval.datasets.refytvos import TextExpressionDataset, text_expressions, video_frames
 from alref.media.writers import rle_to_mask
 
 
@@ -104,8 +100,10 @@ class MevisGroundTruth:
         return out
 
 
-class Mevis(EvalDataset):
+class Mevis(TextExpressionDataset):
     name = "mevis"
+    video_label = "MeViS video"
+    sorted_videos = False  # the order of meta_expressions.json
     default_split = "valid_u"
     splits = ("valid_u", "valid", "train")
     layout = __doc__ or ""
@@ -125,18 +123,3 @@ class Mevis(EvalDataset):
                 f"MeViS mask_dict.json (the ground truth of {self.split})",
             )
             self.gt = MevisGroundTruth(self.root, self.split, self.meta_path, mask_path)
-
-    def videos(self) -> list[VideoItem]:
-        items = []
-        for video, entry in self._meta.items():
-            frames = video_frames(video, entry, self.meta_path)
-            frames_dir = self.frames_root / video
-            check_frames(frames_dir, frames, f"MeViS video {video!r}")
-            expressions = text_expressions(video, entry.get("expressions"), self.meta_path)
-            items.append(VideoItem(video, frames_dir, tuple(frames), tuple(expressions)))
-        return items
-
-    def write_video(self, pred_root: Path, video: VideoItem, masks: dict[str, np.ndarray]) -> None:
-        for e in video.expressions:
-            if e.id in masks:
-                write_expression_masks(pred_root, video.id, e.id, video.frame_names, masks[e.id])

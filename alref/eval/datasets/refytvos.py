@@ -14,6 +14,7 @@ The valid split has no public ground truth: predictions are written as
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -57,8 +58,35 @@ def video_frames(video: str, entry: object, meta_path: Path) -> list[str]:
     return [str(f) for f in frames]
 
 
-class RefYouTubeVOS(EvalDataset):
+class TextExpressionDataset(EvalDataset):
+    """Datasets laid out as meta_expressions + JPEGImages/<video>/ with text expressions, whose
+    predictions are Annotations/<video>/<exp_id>/<frame>.png (Ref-YouTube-VOS, MeViS). Subclasses set
+    ``_meta``, ``frames_root`` and ``meta_path``."""
+
+    video_label: ClassVar[str] = "video"
+    sorted_videos: ClassVar[bool] = True
+
+    def videos(self) -> list[VideoItem]:
+        items = []
+        names = sorted(self._meta) if self.sorted_videos else list(self._meta)
+        for video in names:
+            entry = self._meta[video]
+            frames = video_frames(video, entry, self.meta_path)
+            frames_dir = self.frames_root / video
+            check_frames(frames_dir, frames, f"{self.video_label} {video!r}")
+            expressions = text_expressions(video, entry.get("expressions"), self.meta_path)
+            items.append(VideoItem(video, frames_dir, tuple(frames), tuple(expressions)))
+        return items
+
+    def write_video(self, pred_root: Path, video: VideoItem, masks: dict[str, np.ndarray]) -> None:
+        for e in video.expressions:
+            if e.id in masks:
+                write_expression_masks(pred_root, video.id, e.id, video.frame_names, masks[e.id])
+
+
+class RefYouTubeVOS(TextExpressionDataset):
     name = "ref-youtube-vos"
+    video_label = "Ref-YouTube-VOS video"
     protocol = None
     default_split = "valid"
     splits = ("valid",)
@@ -73,19 +101,3 @@ class RefYouTubeVOS(EvalDataset):
         test = meta_videos(self.test_meta_path, "Ref-YouTube-VOS test meta_expressions.json")
         self._meta = {k: v for k, v in meta.items() if k not in test}
         require_dir(self.frames_root, "Ref-YouTube-VOS frames folder")
-
-    def videos(self) -> list[VideoItem]:
-        items = []
-        for video in sorted(self._meta):
-            entry = self._meta[video]
-            frames = video_frames(video, entry, self.meta_path)
-            frames_dir = self.frames_root / video
-            check_frames(frames_dir, frames, f"Ref-YouTube-VOS video {video!r}")
-            expressions = text_expressions(video, entry.get("expressions"), self.meta_path)
-            items.append(VideoItem(video, frames_dir, tuple(frames), tuple(expressions)))
-        return items
-
-    def write_video(self, pred_root: Path, video: VideoItem, masks: dict[str, np.ndarray]) -> None:
-        for e in video.expressions:
-            if e.id in masks:
-                write_expression_masks(pred_root, video.id, e.id, video.frame_names, masks[e.id])
