@@ -22,7 +22,7 @@ from rich.table import Table
 from alref.errors import AlrefError
 from alref.eval.cli import eval_app
 from alref.tools.cli import tools_list
-from alref.trace_cli import trace_export, trace_list
+from alref.trace.cli import trace_app
 
 app = typer.Typer(
     help="Segment the object a sentence refers to, across a whole video, with no training.",
@@ -400,32 +400,7 @@ def _print_turn(report: dict[str, Any], as_json: bool) -> None:
 # ---------------------------------------------------------------------------------------------
 # traces
 
-trace_app = typer.Typer(
-    help="Read the agent traces that every run writes to OUT/trace/.", no_args_is_help=True
-)
 app.add_typer(trace_app, name="trace")
-
-
-@trace_app.command("show")
-def trace_show(
-    run: Annotated[Path, typer.Argument(help="a run's output folder (or its trace/ folder)")],
-    as_json: Annotated[bool, typer.Option("--json", help="print the events as a JSON list")] = False,
-) -> None:
-    """Print a run's trace as a tree: references, clips, steps, LLM calls, decisions and fallbacks."""
-    from alref.trace_export import cost_line
-    from alref.trace_view import load_trace, render_tree
-
-    events = load_trace(run)
-    if as_json:
-        _print_json(events)
-        return
-    tree = render_tree(events, run)
-    tree.add(cost_line(events))
-    out_console.print(tree)
-
-
-trace_app.command("list")(trace_list)
-trace_app.command("export")(trace_export)
 
 
 # ---------------------------------------------------------------------------------------------

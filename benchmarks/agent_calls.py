@@ -28,7 +28,7 @@ from llm_server import Reply, ScriptedOpenAIServer  # noqa: E402
 from synth import write_shapes_video  # noqa: E402
 
 import alref  # noqa: E402
-from alref.agent.trace import read_events  # noqa: E402
+from alref.trace.record import read_events  # noqa: E402
 
 REFERENCES = [
     "the red square", "the blue circle", "the square on the left", "the moving square", "the round object",

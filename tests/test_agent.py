@@ -187,7 +187,7 @@ def test_cached_rerun_makes_no_llm_call_and_no_cache_does(shapes_mp4, tmp_path):
 
 
 def test_trace_records_nodes_calls_and_decisions_without_the_key(shapes_mp4, tmp_path, monkeypatch):
-    from alref.agent.trace import read_events
+    from alref.trace.record import read_events
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-123456")
     script = Script(

@@ -25,8 +25,8 @@ from alref.agent.llm import (
     image_tokens,
 )
 from alref.agent.parsing import parse_answer
-from alref.agent.trace import Tracer, read_events
 from alref.config import Settings
+from alref.trace.record import Tracer, read_events
 
 KEY = "sk-test-5ecret-key-0123456789"
 GOOD = '{"reasoning": "the dog is clearest there", "frame": 3}'

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alref.agent.trace import NullTracer, Tracer, read_events
+from alref.trace.record import NullTracer, Tracer, read_events
 
 SECRET = "sk-live-0123456789abcdef"
 

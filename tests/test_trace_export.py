@@ -19,9 +19,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import alref
-from alref.agent.trace import Tracer, read_events
-from alref.trace_cli import trace_export, trace_list
-from alref.trace_export import cost_estimate, cost_line, export_html, list_runs, price_of
+from alref.trace.cli import trace_export, trace_list
+from alref.trace.cost import cost_estimate, cost_line, price_of
+from alref.trace.html import export_html
+from alref.trace.record import Tracer, read_events
+from alref.trace.runs import list_runs
 
 PAYLOAD = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from alref.agent.llm import LLMClient, LLMUnavailableError
-from alref.agent.trace import NullTracer, Tracer
 from alref.config import Settings
 from alref.tools.grounding import Detection
+from alref.trace.record import NullTracer, Tracer
 
 #: LLM failures after which no later call in this run can succeed
 FATAL_KINDS = frozenset({"connection", "auth", "not_found", "cannot_see_images"})

@@ -40,8 +40,8 @@ from alref.agent.llm_errors import (
     classify,
     unavailable,
 )
-from alref.agent.trace import NullTracer, Tracer
 from alref.config import Settings
+from alref.trace.record import NullTracer, Tracer
 
 OPENAI_URL = "https://api.openai.com/v1"
 MAX_BACKOFF_S = 30.0

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import alref
-from alref.agent.trace import Tracer, read_events
 from alref.config import Settings
 from alref.media.sampling import Clip
+from alref.trace.record import Tracer, read_events
 
 SMOKE_NOTE = "made with the smoke profile: tiny random-weight models, the masks are meaningless"
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from alref.agent.run import run_agent
-from alref.agent.trace import Tracer
 from alref.config import Settings
 from alref.errors import InputError, MediaError, NoAudioError
 from alref.media.sampling import make_clips
@@ -43,6 +42,7 @@ from alref.pipeline.stages import decode, detect, propagate_all, remove_frame_st
 from alref.progress import Reporter
 from alref.tools.loading import ModelSource, resolve_device
 from alref.tools.registry import ToolSpec, model_source, select
+from alref.trace.record import Tracer
 
 
 @dataclass

@@ -26,8 +26,8 @@ from typing_extensions import TypedDict
 
 from alref.agent.chat.session import ChatSession
 from alref.agent.chat.tools import make_tools
-from alref.agent.trace import Tracer
 from alref.errors import InputError
+from alref.trace.record import Tracer
 
 SYSTEM = """You help a person segment objects in a video ({frames} frames, {width}x{height}, {fps:.1f} fps; frame
 numbers start at 0). Use the tools: look at frames, find candidate boxes, segment and propagate objects, refine

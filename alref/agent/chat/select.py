@@ -27,7 +27,7 @@ def make_select_referent(session: ChatSession):
             from alref.agent.context import AgentContext
             from alref.agent.llm import LLMClient
             from alref.agent.run import run_agent
-            from alref.agent.trace import Tracer
+            from alref.trace.record import Tracer
 
             work = session.out / "work"
             save_samples(frames, work / "samples")

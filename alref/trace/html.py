@@ -1,4 +1,4 @@
-"""One run's trace as a single self-contained HTML page (see :func:`alref.trace_export.export_html`).
+"""One run's trace as a single self-contained HTML page (:func:`export_html`).
 
 The page is read offline and passed around: every image is inlined as a ``data:`` URI (a re-encoded,
 downscaled JPEG) and there is no script; ``<details>`` fold the long parts. All text from the trace,
@@ -15,6 +15,7 @@ import hashlib
 import html
 import io
 import json
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,16 +25,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from alref.media.boxes import COLOURS
-from alref.trace_export import (
-    Event,
-    as_int,
-    as_key,
-    cost_estimate,
-    cost_text,
-    run_end_event,
-    run_result,
-    run_summary,
-)
+from alref.trace.cost import Event, as_int, as_key, cost_estimate, cost_text
+from alref.trace.record import read_events, trace_folder
+from alref.trace.runs import run_end_event, run_result, run_summary
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 LLM_IMAGE_SIDE = 960  # the images the LLM saw, as shown (the numbers on the boxes stay readable)
@@ -398,3 +392,17 @@ class _Page:
         if e.get("error"):
             body += f'<div class="turn warn"><b>error</b>{_text(e.get("error"), "pre")}</div>'
         return f"<li{' class=warn' if failed else ''}><details><summary>{_e(head)}</summary>{body}</details></li>"
+
+
+def export_html(run: Path, html: Path) -> Path:
+    """Write the trace of ``run`` (a run folder or its trace/ folder) as one self-contained HTML page:
+    the images the LLM saw, the candidate boxes, the decisions with their reasoning, attempts, validation
+    errors and fallbacks, and mask previews; no script, readable offline. Returns ``html``."""
+    folder = trace_folder(Path(run))
+    page = render_page(folder.parent, read_events(folder))
+    html = Path(html)
+    html.parent.mkdir(parents=True, exist_ok=True)
+    tmp = html.with_name(f".{html.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, html)
+    return html

@@ -1,9 +1,5 @@
-"""The ``alref trace list`` and ``alref trace export`` commands, as plain functions for alref/cli.py
-to register::
-
-    trace_app.command("list")(trace_list)
-    trace_app.command("export")(trace_export)
-"""
+"""``alref trace show | list | export``: the commands that read the traces every run writes to
+``OUT/trace/``. alref/cli.py registers :data:`trace_app`."""
 
 from __future__ import annotations
 
@@ -17,7 +13,32 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+trace_app = typer.Typer(
+    help="Read the agent traces that every run writes to OUT/trace/.", no_args_is_help=True
+)
 
+
+@trace_app.command("show")
+def trace_show(
+    run: Annotated[Path, typer.Argument(help="a run's output folder (or its trace/ folder)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the events as a JSON list")] = False,
+) -> None:
+    """Print a run's trace as a tree: references, clips, steps, LLM calls, decisions and fallbacks."""
+    from alref.trace.cost import cost_line
+    from alref.trace.record import load_trace
+    from alref.trace.view import render_tree
+
+    events = load_trace(run)
+    if as_json:
+        sys.stdout.write(json.dumps(events, indent=2, ensure_ascii=False, default=str) + "\n")
+        return
+    console = Console(soft_wrap=True)
+    tree = render_tree(events, run)
+    tree.add(cost_line(events))
+    console.print(tree)
+
+
+@trace_app.command("list")
 def trace_list(
     root: Annotated[
         Path, typer.Argument(help="folder to search: runs (OUT/trace/events.jsonl) up to 3 levels below it")
@@ -25,7 +46,7 @@ def trace_list(
     as_json: Annotated[bool, typer.Option("--json", help="print the runs as a JSON list")] = False,
 ) -> None:
     """List the runs under a folder: status, mode, references, clips, LLM calls, tokens, cost, duration."""
-    from alref.trace_export import list_runs
+    from alref.trace.runs import list_runs
 
     runs = list_runs(root)
     if as_json:
@@ -66,12 +87,13 @@ def trace_list(
     console.print(table)
 
 
+@trace_app.command("export")
 def trace_export(
     run: Annotated[Path, typer.Argument(help="a run's output folder (or its trace/ folder)")],
     html: Annotated[Path, typer.Option("--html", help="the HTML file to write", dir_okay=False)],
 ) -> None:
     """Write a run's trace as one self-contained HTML page (images inlined, no script), readable offline."""
-    from alref.trace_export import export_html
+    from alref.trace.html import export_html
 
     path = export_html(run, html)
     size = path.stat().st_size / 1024

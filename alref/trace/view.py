@@ -11,23 +11,6 @@ from typing import Any
 from rich.markup import escape
 from rich.tree import Tree
 
-from alref.agent.trace import read_events
-from alref.errors import InputError
-
-
-def trace_folder(run: Path) -> Path:
-    run = Path(run)
-    folder = run if (run / "events.jsonl").is_file() else run / "trace"
-    if not (folder / "events.jsonl").is_file():
-        raise InputError(
-            f"no trace in {run}: expected {run}/trace/events.jsonl (written by every alref segment run)"
-        )
-    return folder
-
-
-def load_trace(run: Path) -> list[dict[str, Any]]:
-    return read_events(trace_folder(run))
-
 
 def _where(event: dict[str, Any]) -> tuple[Any, Any]:
     context = event.get("context") or {}

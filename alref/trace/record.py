@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-EVENTS_FILE = "events.jsonl"
-IMAGES_DIR = "images"
+from alref.core.workspace import EVENTS_FILE, IMAGES_DIR, TRACE_DIR
+from alref.errors import InputError
+
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _MIN_SECRET_LEN = 4  # shorter "secrets" (dummy keys, empty strings) would scrub ordinary text
 
@@ -166,6 +167,20 @@ def read_events(folder: Path) -> list[dict[str, Any]]:
             if isinstance(record, dict):
                 events.append(record)
     return events
+
+
+def trace_folder(run: Path) -> Path:
+    run = Path(run)
+    folder = run if (run / EVENTS_FILE).is_file() else run / TRACE_DIR
+    if not (folder / EVENTS_FILE).is_file():
+        raise InputError(
+            f"no trace in {run}: expected {run}/trace/events.jsonl (written by every alref segment run)"
+        )
+    return folder
+
+
+def load_trace(run: Path) -> list[dict[str, Any]]:
+    return read_events(trace_folder(run))
 
 
 def _encode_jpeg(image: Image.Image) -> bytes:
