@@ -17,7 +17,9 @@ from alref.tools.segmentation import (
     MemmapFrameStore,
     Sam2VideoSegmenter,
     SegmentationSession,
+    _preprocessing,
     build_tiny,
+    resize_frame,
 )
 
 N, H, W = 10, 75, 101  # odd, non-square video size
@@ -150,7 +152,8 @@ def test_propagate_from_middle_visits_every_frame_once(
         order.append(frame_idx)
         assert list(masks) == [1]
         assert masks[1].shape == (H, W) and masks[1].dtype == bool
-    assert order == [4, 5, 6, 7, 8, 9, 3, 2, 1, 0]
+    # frame 4 is computed by both passes; it is given once, with the reverse pass's output (canonical)
+    assert order == [5, 6, 7, 8, 9, 4, 3, 2, 1, 0]
     assert ticks == [1] * N
     assert [f for f, _ in session.propagate(0)] == list(range(N))
     assert [f for f, _ in session.propagate(N - 1)] == [N - 1, *range(N - 2, -1, -1)]
@@ -332,3 +335,281 @@ def test_langchain_tool_prompts_propagates_and_reports(segmenter, store):
     assert answer["frames_with_mask"] == sum(bool(m[3].any()) for m in received.values())
     error = tool.invoke({"frame": 999, "box": [0, 0, 5, 5]})
     assert isinstance(error, str) and "frames" in error
+
+
+# ----------------------------------------------------------------------------------------------
+# the frames as Sam2VideoProcessor resizes them
+
+
+def torchvision_resize_uint8(video: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """torchvision's ``resize_image`` (transforms.v2) for a uint8 video, BILINEAR, antialias=True, on its
+    float path (GPU, or a CPU whose capability is not exactly AVX2), step by step as torchvision writes it."""
+    shape = video.shape
+    num_channels, old_height, old_width = shape[-3:]
+    if (old_height, old_width) == tuple(size):
+        return video
+    image = video.reshape(-1, num_channels, old_height, old_width).to(dtype=torch.float32)
+    image = torch.nn.functional.interpolate(
+        image, size=size, mode="bilinear", align_corners=False, antialias=True
+    )
+    image = image.round_().to(dtype=torch.uint8)
+    return image.reshape(shape[:-3] + (num_channels, size[0], size[1]))
+
+
+def processor_pixels(frames: np.ndarray, side: int) -> torch.Tensor:
+    """What ``Sam2VideoVideoProcessor`` makes of T x H x W x 3 uint8 frames: ``_prepare_input_videos``
+    (to T x 3 x H x W), ``resize``, then the fused rescale + normalise (``rescale_and_normalize``)."""
+    video = torch.from_numpy(frames).contiguous().permute(0, 3, 1, 2).contiguous()
+    video = torchvision_resize_uint8(video, [side, side])
+    mean = torch.tensor(IMAGENET_MEAN) * (1.0 / (1 / 255))  # _fuse_mean_std_and_rescale_factor
+    std = torch.tensor(IMAGENET_STD) * (1.0 / (1 / 255))
+    return video.to(torch.float32).sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))  # tvF.normalize
+
+
+def aa_bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
+    """Antialiased bilinear resampling as a matrix (out x in), in float64: the triangle filter, its
+    support stretched by the scale when downscaling, sampled at pixel centres, normalised per output
+    pixel (PIL's and torch's ``antialias=True`` algorithm, align_corners=False)."""
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    weights = np.zeros((out_size, in_size))
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), in_size)
+        taps = np.arange(lo, hi)
+        w = np.clip(1.0 - np.abs((taps + 0.5 - center) / support), 0.0, None)
+        weights[i, lo:hi] = w / w.sum()
+    return weights
+
+
+def reference_resize(frame: np.ndarray, side: int) -> np.ndarray:
+    """The exact (float64, unrounded) antialiased bilinear resize of an H x W x 3 frame."""
+    rows, cols = aa_bilinear_weights(frame.shape[0], side), aa_bilinear_weights(frame.shape[1], side)
+    columns_done = np.einsum("hwc,jw->hjc", frame.astype(np.float64), cols)
+    return np.einsum("ih,hjc->ijc", rows, columns_done)
+
+
+def noisy_frame(height: int, width: int, seed: int) -> np.ndarray:
+    """Noise over a gradient: every uint8 level, sharp and smooth parts."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, width)[None, :, None] * np.linspace(0.2, 1, height)[:, None, None]
+    noise = rng.normal(0, 40, (height, width, 3))
+    return np.clip(ramp + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("height", "width"),
+    [(75, 101), (300, 451), (200, 700), (256, 256)],
+    ids=["upscale", "downscale", "down-and-up", "same-size"],
+)
+def test_prepare_frame_resizes_as_the_processor(
+    segmenter: Sam2VideoSegmenter, height: int, width: int
+) -> None:
+    side = segmenter.image_size
+    frames = np.stack([noisy_frame(height, width, seed) for seed in (1, 2)])
+    prepared = np.stack([segmenter.prepare_frame(frame) for frame in frames])
+    assert prepared.shape == (2, side, side, 3) and prepared.dtype == np.uint8
+    # the processor's own steps (on the whole video at once) give the very same uint8 frames
+    expected = torchvision_resize_uint8(
+        torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), [side, side]
+    )
+    assert torch.equal(torch.from_numpy(prepared).permute(0, 3, 1, 2), expected)
+    # and they are the exact antialiased bilinear resize, rounded to the nearest integer (ties aside)
+    for frame, ours in zip(frames, prepared, strict=True):
+        exact = reference_resize(frame, side)
+        assert np.abs(ours - exact).max() <= 0.5 + 1e-3
+        clear = np.abs(exact - np.floor(exact) - 0.5) > 1e-3
+        assert (ours[clear] == np.rint(exact[clear])).all() and clear.mean() > 0.99
+        if (height, width) == (side, side):
+            assert (ours == frame).all()
+    if height > side or width > side:  # PIL's bilinear (alref's earlier resize) is not that resize
+        from PIL import Image
+
+        pil = np.asarray(Image.fromarray(frames[0]).resize((side, side), Image.Resampling.BILINEAR))
+        assert np.abs(pil - reference_resize(frames[0], side)).max() > 0.5 + 1e-3
+
+
+def test_resize_frame_rejects_bad_frames() -> None:
+    with pytest.raises(ValueError):
+        resize_frame(np.zeros((8, 8), dtype=np.uint8), 4)
+    with pytest.raises(ValueError):
+        resize_frame(np.zeros((8, 8, 3), dtype=np.float32), 4)
+    frame = noisy_frame(8, 8, 0)
+    assert resize_frame(frame, 8) is not frame and (resize_frame(frame, 8) == frame).all()
+
+
+def test_processor_settings_follow_the_video_processor_precedence(tmp_path: Path) -> None:
+    def write(name: str, data: dict) -> None:
+        (tmp_path / name).write_text(json.dumps(data))
+
+    write("preprocessor_config.json", {"image_mean": [0.1, 0.2, 0.3], "size": {"height": 64, "width": 64}})
+    assert _preprocessing(tmp_path, 64) == ((0.1, 0.2, 0.3), IMAGENET_STD, 64, 1 / 255)
+    write("video_preprocessor_config.json", {"image_std": [0.5, 0.5, 0.5], "rescale_factor": 0.5})
+    assert _preprocessing(tmp_path, 64) == (IMAGENET_MEAN, (0.5, 0.5, 0.5), 64, 0.5)
+    write("processor_config.json", {"video_processor": {"size": {"height": 32, "width": 32}}})
+    assert _preprocessing(tmp_path, 32) == (IMAGENET_MEAN, IMAGENET_STD, 32, 1 / 255)
+    with pytest.raises(ValueError, match="differs"):
+        _preprocessing(tmp_path, 64)
+    write("processor_config.json", {"video_processor": {"resample": 3}})
+    with pytest.raises(ValueError, match="resample"):
+        _preprocessing(tmp_path, 64)
+
+
+# ----------------------------------------------------------------------------------------------
+# alref's session against the canonical transformers session, on the same weights and pixels
+
+Prompt = tuple[int, int, tuple[float, float, float, float]]  # frame, object id, box
+ONE_OBJECT: list[Prompt] = [(4, 1, (25, 20, 55, 50))]
+TWO_OBJECTS: list[Prompt] = [  # object 1 is co-tracked on object 2's prompt frames 3 and 8, and 2 on 6
+    (1, 1, (10, 20, 40, 50)),
+    (3, 2, (40, 20, 70, 50)),
+    (6, 1, (35, 20, 65, 50)),
+    (8, 2, (45, 20, 75, 50)),
+]
+
+
+def canonical_session(segmenter: Sam2VideoSegmenter, store: MemmapFrameStore) -> object:
+    """``Sam2VideoInferenceSession`` over the processor's pixel values of the prepared frames."""
+    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+    frames = np.stack([store[i] for i in range(len(store))])
+    pixels = processor_pixels(frames, segmenter.image_size)
+    return Sam2VideoInferenceSession(video=pixels, video_height=H, video_width=W, dtype=torch.float32)
+
+
+def add_box_canonically(segmenter: Sam2VideoSegmenter, session: object, prompt: Prompt) -> torch.Tensor:
+    """The processor's own box handling (it needs no image processor for that), then ``model(...)``."""
+    from transformers.models.sam2_video.processing_sam2_video import Sam2VideoProcessor
+
+    processor = object.__new__(Sam2VideoProcessor)  # __init__ would build the torchvision processors
+    processor.target_size, processor.point_pad_value = segmenter.image_size, -10
+    frame, obj_id, box = prompt
+    processor.add_inputs_to_inference_session(
+        session, frame_idx=frame, obj_ids=obj_id, input_boxes=[[list(box)]]
+    )
+    with torch.inference_mode():
+        return segmenter.model(inference_session=session, frame_idx=frame).pred_masks.clone()
+
+
+def canonical_run(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore, prompts: list[Prompt], start: int
+) -> tuple[list[torch.Tensor], dict[int, torch.Tensor], dict[int, torch.Tensor], object]:
+    """Logits of each prompt call, of the forward and of the reverse propagation from ``start``."""
+    session = canonical_session(segmenter, store)
+    added = [add_box_canonically(segmenter, session, prompt) for prompt in prompts]
+    model = segmenter.model
+    forward = {o.frame_idx: o.pred_masks.clone() for o in model.propagate_in_video_iterator(session, start)}
+    reverse = {
+        o.frame_idx: o.pred_masks.clone()
+        for o in model.propagate_in_video_iterator(session, start_frame_idx=start, reverse=True)
+    }
+    return added, forward, reverse, session
+
+
+def assert_logits_equal(got: dict[int, torch.Tensor], expected: torch.Tensor, ids: list[int]) -> None:
+    assert list(got) == ids and expected.shape[0] == len(ids)
+    for i, obj_id in enumerate(ids):
+        torch.testing.assert_close(got[obj_id], expected[i, 0].float(), atol=1e-6, rtol=0)
+
+
+def assert_matches_canonical(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore, prompts: list[Prompt], start: int
+) -> tuple[SegmentationSession, object]:
+    added, forward, reverse, canonical = canonical_run(segmenter, store, prompts, start)
+    session = segmenter.start_session(store, H, W)
+    assert all(torch.equal(session.state.get_frame(i), canonical.processed_frames[i]) for i in range(N))
+    ids = list(dict.fromkeys(obj_id for _, obj_id, _ in prompts))
+    for (frame, obj_id, box), expected in zip(prompts, added, strict=True):
+        got = session.add_box_logits(frame, obj_id, box)
+        assert_logits_equal(got, expected, [i for i in ids if i in got])
+    propagated = list(session.propagate_logits(start))
+    order = [*range(start + 1, N), *range(start, -1, -1)] if start > 0 else list(range(N))
+    assert [frame for frame, _ in propagated] == order
+    for frame, got in propagated:  # frame ``start``: the reverse pass's output (the later one)
+        assert_logits_equal(got, reverse[frame] if frame in reverse else forward[frame], ids)
+    return session, canonical
+
+
+def assert_same_memory(session: SegmentationSession, canonical: object) -> None:
+    """Every tracked output alref still holds is the canonical session's, memory features included."""
+    for obj_idx, outputs in session.state.output_dict_per_obj.items():
+        theirs = canonical.output_dict_per_obj[obj_idx]
+        for kind in ("cond_frame_outputs", "non_cond_frame_outputs"):
+            assert set(outputs[kind]) <= set(theirs[kind])
+            for frame, out in outputs[kind].items():
+                for key in ("pred_masks", "object_pointer", "maskmem_features", "maskmem_pos_enc"):
+                    torch.testing.assert_close(
+                        out[key].float(), theirs[kind][frame][key].float(), atol=1e-6, rtol=0
+                    )
+
+
+def test_one_object_matches_the_canonical_session(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore
+) -> None:
+    session, canonical = assert_matches_canonical(segmenter, store, ONE_OBJECT, start=6)
+    assert_same_memory(session, canonical)
+    assert_matches_canonical(segmenter, store, ONE_OBJECT, start=4)  # from the prompt frame
+
+
+@pytest.mark.parametrize("start", [5, 0, N - 1])
+def test_two_objects_match_the_canonical_session(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore, start: int
+) -> None:
+    session, canonical = assert_matches_canonical(segmenter, store, TWO_OBJECTS, start)
+    assert_same_memory(session, canonical)
+
+
+def test_co_tracked_outputs_are_kept_and_start_gets_the_reverse_output(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore
+) -> None:
+    session = segmenter.start_session(store, H, W)
+    for frame, obj_id, box in TWO_OBJECTS:
+        session.add_box(frame, obj_id, box)
+    state = session.state
+    one, two = state.obj_id_to_idx(1), state.obj_id_to_idx(2)
+    # co-tracked on the other object's prompt frames, as memory (canonical), not dropped
+    assert sorted(state.output_dict_per_obj[one]["non_cond_frame_outputs"]) == [3, 8]
+    assert sorted(state.output_dict_per_obj[two]["non_cond_frame_outputs"]) == [6]
+    assert sorted(state.frames_tracked_per_obj[one]) == [3, 8]
+    first = dict(session.propagate_logits(5))
+    again = dict(session.propagate_logits(5))  # a propagation starts from the prompts' state again
+    assert all(torch.equal(first[f][o], again[f][o]) for f in range(N) for o in (1, 2))
+    assert sorted(state.output_dict_per_obj[one]["cond_frame_outputs"]) == [1, 6]
+    # frame 5 is no prompt frame: the two passes differ there, and the caller gets the reverse one
+    _, forward, reverse, _ = canonical_run(segmenter, store, TWO_OBJECTS, 5)
+    assert (forward[5] - reverse[5]).abs().max() > 1e-5
+    torch.testing.assert_close(first[5][1], reverse[5][0, 0], atol=1e-6, rtol=0)
+
+
+def test_box_on_a_co_tracked_frame_conditions_it(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore
+) -> None:
+    prompts: list[Prompt] = [*TWO_OBJECTS[:2], (3, 1, (30, 20, 60, 50))]  # object 1 was co-tracked on 3
+    session = segmenter.start_session(store, H, W)
+    got = [session.add_box_logits(frame, obj_id, box) for frame, obj_id, box in prompts]
+    outputs = session.state.output_dict_per_obj[session.state.obj_id_to_idx(1)]
+    assert sorted(outputs["cond_frame_outputs"]) == [1, 3] and outputs["non_cond_frame_outputs"] == {}
+    # = the canonical session with that co-tracked output dropped first (transformers would refine it)
+    canonical = canonical_session(segmenter, store)
+    for prompt, alref_logits in zip(prompts, got, strict=True):
+        if prompt == prompts[-1]:
+            canonical.output_dict_per_obj[0]["non_cond_frame_outputs"].pop(3)
+            canonical.frames_tracked_per_obj[0].pop(3)
+        expected = add_box_canonically(segmenter, canonical, prompt)
+        assert_logits_equal(alref_logits, expected, [1, 2][: expected.shape[0]])
+    expected = {o.frame_idx: o.pred_masks for o in segmenter.model.propagate_in_video_iterator(canonical, 0)}
+    for frame, logits in session.propagate_logits(0):
+        assert_logits_equal(logits, expected[frame], [1, 2])
+
+
+def test_remove_object_replays_the_others_in_order(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore
+) -> None:
+    session = segmenter.start_session(store, H, W)
+    for frame, obj_id, box in [TWO_OBJECTS[0], (2, 3, (20, 20, 50, 50)), *TWO_OBJECTS[1:]]:
+        session.add_box(frame, obj_id, box)
+    session.remove_object(3)
+    assert session.object_ids == [1, 2]
+    _, forward, reverse, _ = canonical_run(segmenter, store, TWO_OBJECTS, 5)
+    for frame, logits in session.propagate_logits(5):
+        assert_logits_equal(logits, reverse[frame] if frame in reverse else forward[frame], [1, 2])

@@ -1,14 +1,57 @@
 """Video segmentation with SAM 2 (transformers ``Sam2VideoModel``): box prompts, then propagation.
 
-No processor classes are used (``Sam2VideoProcessor`` needs torchvision, which alref must not
-depend on). What they do is reproduced here:
-- frames: RGB uint8 -> square ``image_size`` (PIL bilinear, aspect not kept) -> /255 -> (x-mean)/std;
-- a box (x1, y1, x2, y2) in video pixels -> two points labelled 2 and 3, scaled to ``image_size``;
-- masks: low-resolution logits -> bilinear to the video's H x W -> ``> 0`` (what
-  ``Sam2VideoProcessor.post_process_masks`` does in transformers 5.23, and SAM 2 itself).
+alref runs SAM 2 exactly as transformers does: what ``Sam2VideoProcessor`` and the canonical session
+API (``Sam2VideoInferenceSession``, ``model(inference_session=..., frame_idx=...)``,
+``model.propagate_in_video_iterator``) compute, alref computes too (``tests/test_segmentation.py``
+compares mask logits and memory on the same weights and pixels: equal to the bit on CPU). No
+processor class is used (``Sam2VideoProcessor`` needs torchvision, which alref must not depend on);
+what it does is reproduced here.
+
+Frames (``prepare_frame``, as ``Sam2VideoVideoProcessor`` with its SAM 2 settings, resample 2 =
+bilinear, antialias on, aspect not kept):
+- RGB uint8 H x W x 3 -> 3 x H x W uint8 -> float32 -> ``F.interpolate(mode="bilinear",
+  align_corners=False, antialias=True)`` to ``image_size`` x ``image_size`` -> ``round()`` (half to
+  even) -> uint8. That is torchvision's ``resize`` on a uint8 tensor, which transformers calls, on a
+  GPU and on any CPU whose torch capability is not exactly ``"AVX2"`` (e.g. ``"AVX512"``); only on an
+  AVX2-only CPU does torchvision call torch's native uint8 kernel instead (integer arithmetic, as
+  PIL's), which differs by 1 in some values. alref keeps the float path everywhere, so a
+  video gives the same frames on every machine (a frame already at the size is left as it is);
+- then, lazily per frame, what the processor's fused rescale + normalise does:
+  ``(x.float() - mean / rescale_factor) / (std / rescale_factor)`` in float32 (mean and std times
+  ``1 / rescale_factor``, then subtract, then divide).
+
+Prompts and masks:
+- a box (x1, y1, x2, y2) in video pixels -> two points labelled 2 and 3, x scaled by image_size / W and
+  y by image_size / H (``Sam2VideoProcessor.add_inputs_to_inference_session`` with ``input_boxes``);
+- masks: the low-resolution logits (``pred_masks``) -> bilinear to the video's H x W -> ``> 0``
+  (``Sam2VideoProcessor.post_process_masks``, which is SAM 2's own post-processing).
+
+Session semantics, those of the canonical session after the same calls in the same order:
+- ``add_box`` is ``add_inputs_to_inference_session`` + ``model(inference_session, frame_idx)``: the
+  box's object is prompted and *every other object is tracked on that frame too* (its "co-tracked"
+  output is kept as memory, as transformers keeps it). One exception, as in SAM 2's reference code:
+  a box always makes its frame a conditioning frame of its object, even where that object was
+  co-tracked (transformers would treat it as a refinement click on the tracked mask); the object's
+  co-tracked output on that frame is dropped first.
+- ``propagate(start)`` is ``propagate_in_video_iterator(start_frame_idx=start)`` then, when
+  ``start > 0``, ``propagate_in_video_iterator(start_frame_idx=start, reverse=True)``: the reverse
+  pass starts *at* ``start`` (re-running it in reverse mode), as the canonical iterator and SAM 2's
+  ``propagate_in_video`` do, so frame ``start`` is computed twice (one model call more than frames).
+- Frame ``start``: the caller gets the reverse pass's output (start == 0: the forward one, as there
+  is no reverse pass). It is the later of the two, the one the canonical session holds for that frame
+  at the end, the one a caller of the two canonical iterators keeps when it collects the outputs by
+  frame index, and the one SAM 2's demo server shows (it streams both passes; the later replaces the
+  earlier). Each frame is yielded once: ``start+1 .. last``, then ``start, start-1 .. 0`` (``start ==
+  0``: ``0 .. last``). Where ``start`` is a conditioning frame of every object both outputs are the
+  same.
+- Every ``add_box`` and ``propagate`` starts from the state the prompts alone left (the outputs of
+  the prompt calls, co-tracked ones included), never from an earlier propagation: propagating twice
+  gives the same masks, and a box after a propagation is what it would have been before it.
+  ``remove_object`` replays the other objects' prompts in their original order.
 
 Frames are prepared once into a ``FrameStore`` (a memmap on disk for long videos); the inference
 session reads and normalises them lazily, so the video is never held in memory as float tensors.
+Propagation drops tracked outputs that the model will not read again (``memory_window``).
 """
 
 from __future__ import annotations
@@ -23,7 +66,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pydantic import BaseModel, Field
 
 from alref.errors import InputError
@@ -31,8 +73,10 @@ from alref.tools.loading import ModelSource, load_once, wrap_load_error
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+RESCALE_FACTOR = 1 / 255
 TINY_IMAGE_SIZE = 256
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+Box = tuple[float, float, float, float]
 
 
 def tiny_config() -> Any:
@@ -100,7 +144,7 @@ def build_tiny(folder: Path) -> None:
         "mask_size": {"height": side // 4, "width": side // 4},
         "resample": 2,
         "do_rescale": True,
-        "rescale_factor": 1 / 255,
+        "rescale_factor": RESCALE_FACTOR,
         "do_normalize": True,
         "do_convert_rgb": True,
         "image_mean": list(IMAGENET_MEAN),
@@ -113,27 +157,72 @@ def _config_side(value: Any) -> int:
     return int(value[0] if isinstance(value, list | tuple) else value)
 
 
-def _preprocessing(folder: Path, model_side: int) -> tuple[tuple[float, ...], tuple[float, ...], int]:
-    """Mean, std and input side from ``preprocessor_config.json`` when present, else ImageNet + config."""
-    mean, std, side = IMAGENET_MEAN, IMAGENET_STD, model_side
-    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
-        path = folder / name
-        if not path.is_file():
-            continue
-        data = json.loads(path.read_text())
+def _video_processor_dict(folder: Path) -> dict[str, Any] | None:
+    """The settings ``Sam2VideoProcessor``'s video processor loads, in its order of precedence:
+    ``processor_config.json``'s ``video_processor``, ``video_preprocessor_config.json``,
+    ``preprocessor_config.json``."""
+    nested = folder / "processor_config.json"
+    if nested.is_file():
+        data = json.loads(nested.read_text())
+        if isinstance(data.get("video_processor"), dict):
+            return data["video_processor"]
+    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+        if (folder / name).is_file():
+            return json.loads((folder / name).read_text())
+    return None
+
+
+def _preprocessing(folder: Path, model_side: int) -> tuple[tuple[float, ...], tuple[float, ...], int, float]:
+    """Mean, std, input side and rescale factor from the processor settings, else ImageNet + config."""
+    mean, std, side, rescale = IMAGENET_MEAN, IMAGENET_STD, model_side, RESCALE_FACTOR
+    data = _video_processor_dict(folder)
+    if data is not None:
         mean = tuple(float(v) for v in data.get("image_mean", mean))
         std = tuple(float(v) for v in data.get("image_std", std))
+        rescale = float(data.get("rescale_factor", rescale))
         size = data.get("size")
         if isinstance(size, dict):
             side = int(size.get("height", size.get("longest_edge", side)))
         elif isinstance(size, int):
             side = size
-        break
+        unsupported = [
+            key for key in ("do_resize", "do_rescale", "do_normalize") if data.get(key, True) is not True
+        ]
+        if data.get("resample", 2) != 2:
+            unsupported.append(f"resample={data['resample']}")
+        if unsupported:
+            raise ValueError(
+                f"unsupported SAM 2 preprocessing ({', '.join(unsupported)}): alref resizes bilinear"
+            )
     if side != model_side:
         raise ValueError(f"preprocessor size {side} differs from the model's image_size {model_side}")
     if len(mean) != 3 or len(std) != 3:
         raise ValueError("image_mean and image_std must have 3 values")
-    return mean, std, side
+    if not rescale > 0:
+        raise ValueError(f"rescale_factor must be positive, got {rescale}")
+    return mean, std, side, rescale
+
+
+def resize_frame(frame: np.ndarray, side: int) -> np.ndarray:
+    """RGB uint8 H x W x 3 -> uint8 side x side x 3, as ``Sam2VideoProcessor`` resizes video frames.
+
+    torchvision's ``resize(uint8 video, [side, side], BILINEAR, antialias=True)`` on its float path:
+    3 x H x W uint8 -> float32 -> antialiased bilinear (align_corners=False) -> round half to even ->
+    uint8; a frame already side x side comes back unchanged (a copy), as torchvision returns it as it is.
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 HxWx3 frame, got {frame.dtype} {frame.shape}")
+    if frame.shape[:2] == (side, side):
+        return frame.copy()
+    pixels = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))  # a writable 3 x H x W copy
+    resized = F.interpolate(
+        pixels[None].to(torch.float32),
+        size=[side, side],
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
+    return resized[0].round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
 class FrameStore(Protocol):
@@ -178,7 +267,8 @@ class MemmapFrameStore:
 
 
 class _NormalisedFrames(Mapping[int, torch.Tensor]):
-    """Read-only view used as ``session.processed_frames``: normalises one stored frame per access."""
+    """Read-only view used as ``session.processed_frames``: normalises one stored frame per access,
+    as the processor's fused rescale + normalise (float32, minus mean/rescale, divided by std/rescale)."""
 
     def __init__(
         self,
@@ -188,10 +278,12 @@ class _NormalisedFrames(Mapping[int, torch.Tensor]):
         side: int,
         device: str,
         dtype: torch.dtype,
+        rescale_factor: float = RESCALE_FACTOR,
     ) -> None:
         self.store, self.side, self.device, self.dtype = store, side, device, dtype
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
+        scale = 1.0 / rescale_factor
+        self.mean = (torch.tensor(tuple(mean), device=device) * scale).view(-1, 1, 1)
+        self.std = (torch.tensor(tuple(std), device=device) * scale).view(-1, 1, 1)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -209,8 +301,10 @@ class _NormalisedFrames(Mapping[int, torch.Tensor]):
             raise ValueError(
                 f"stored frame {index} is {frame.dtype} {frame.shape}, expected uint8 {self.side}x{self.side}x3"
             )
-        pixels = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float().div_(255.0)
-        return ((pixels - self.mean) / self.std).to(self.dtype)
+        # contiguous 3 x side x side, as the processor's video tensor (a permuted HWC view would be
+        # channels-last, and some convolution kernels compute channels-last inputs differently)
+        pixels = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).contiguous().to(torch.float32)
+        return pixels.sub_(self.mean).div_(self.std).to(self.dtype)
 
 
 class Sam2VideoSegmenter:
@@ -227,6 +321,7 @@ class Sam2VideoSegmenter:
         std: Sequence[float],
         storage_device: str,
         state_device: str,
+        rescale_factor: float = RESCALE_FACTOR,
     ) -> None:
         self.source, self.model, self.device, self.dtype, self.image_size = (
             source,
@@ -235,7 +330,7 @@ class Sam2VideoSegmenter:
             dtype,
             image_size,
         )
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean, self.std, self.rescale_factor = tuple(mean), tuple(std), float(rescale_factor)
         self.storage_device, self.state_device = storage_device, state_device
 
     @classmethod
@@ -264,19 +359,16 @@ class Sam2VideoSegmenter:
         try:  # weights stay float32; lower precision is applied with torch.autocast per call
             model = Sam2VideoModel.from_pretrained(source.path, dtype=torch.float32).to(device).eval()
             side = _config_side(model.config.image_size)
-            mean, std, side = _preprocessing(Path(source.path), side)
+            mean, std, side, rescale = _preprocessing(Path(source.path), side)
         except Exception as exc:  # noqa: BLE001 - any failure here is "this folder does not load"
             raise wrap_load_error(source, exc) from exc
         storage = "cpu" if offload_video or not is_cuda else device
         state = "cpu" if offload_state or not is_cuda else device
-        return cls(source, model, device, PRECISIONS[precision], side, mean, std, storage, state)
+        return cls(source, model, device, PRECISIONS[precision], side, mean, std, storage, state, rescale)
 
     def prepare_frame(self, frame: np.ndarray) -> np.ndarray:
-        """RGB uint8 HxWx3 -> uint8 image_size x image_size x 3 (bilinear, aspect not kept, as SAM 2)."""
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 HxWx3 frame, got {frame.dtype} {frame.shape}")
-        size = (self.image_size, self.image_size)
-        return np.array(Image.fromarray(np.ascontiguousarray(frame)).resize(size, Image.Resampling.BILINEAR))
+        """RGB uint8 HxWx3 -> uint8 image_size x image_size x 3, resized as ``Sam2VideoProcessor`` does."""
+        return resize_frame(frame, self.image_size)
 
     def start_session(self, frames: FrameStore, height: int, width: int) -> SegmentationSession:
         return SegmentationSession(self, frames, height, width)
@@ -288,7 +380,9 @@ class Sam2VideoSegmenter:
 
 
 class SegmentationSession:
-    """Box prompts and propagation over one video; several objects share the image features."""
+    """Box prompts and propagation over one video; several objects share the image features.
+
+    The semantics are the canonical transformers session's (see the module docstring)."""
 
     def __init__(self, segmenter: Sam2VideoSegmenter, frames: FrameStore, height: int, width: int) -> None:
         if len(frames) < 1:
@@ -296,7 +390,12 @@ class SegmentationSession:
         if height < 1 or width < 1:
             raise ValueError(f"bad video size {height}x{width}")
         self.segmenter, self.frames, self.height, self.width = segmenter, frames, height, width
-        self._prompts: dict[int, dict[int, tuple[float, float, float, float]]] = {}
+        self._prompts: dict[int, dict[int, Box]] = {}
+        #: every add_box in order, superseded boxes included: remove_object replays it
+        self._history: list[tuple[int, int, Box]] = []
+        #: per object index, the tracked (non-conditioning) outputs and tracked-frame marks that the
+        #: prompt calls left: co-tracked outputs on other objects' prompt frames
+        self._prompted: dict[int, tuple[dict[int, Any], dict[int, Any]]] = {}
         from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
         seg = segmenter
@@ -311,7 +410,7 @@ class SegmentationSession:
             max_vision_features_cache_size=1,
         )
         self.state.processed_frames = _NormalisedFrames(  # type: ignore[assignment]
-            frames, seg.mean, seg.std, seg.image_size, seg.storage_device, torch.float32
+            frames, seg.mean, seg.std, seg.image_size, seg.storage_device, torch.float32, seg.rescale_factor
         )
         config = seg.model.config
         #: tracked frames farther than this from the current one are never read again (memory bank and
@@ -328,37 +427,44 @@ class SegmentationSession:
 
     def add_box(self, frame_idx: int, obj_id: int, box: Sequence[float]) -> np.ndarray:
         """Prompt ``obj_id`` with an xyxy box (video pixels) on a frame; returns its HxW bool mask there."""
-        self._check_frame(frame_idx)
-        values = tuple(float(v) for v in box)
-        if len(values) != 4 or not all(math.isfinite(v) for v in values):
-            raise ValueError(f"a box is four finite numbers x1, y1, x2, y2; got {box!r}")
-        if values[2] < values[0] or values[3] < values[1]:
-            raise ValueError(f"box {values} is not x1 <= x2, y1 <= y2")
-        self._prompts.setdefault(int(obj_id), {})[frame_idx] = values  # type: ignore[assignment]
-        return self._apply_box(frame_idx, int(obj_id), values)
+        return self._masks(*self._add_box(frame_idx, obj_id, box))[int(obj_id)]
+
+    def add_box_logits(self, frame_idx: int, obj_id: int, box: Sequence[float]) -> dict[int, torch.Tensor]:
+        """``add_box``, returning every object's low-resolution mask logits on that frame (float32, CPU)
+        instead: what ``model(inference_session, frame_idx)`` gives as ``pred_masks``."""
+        return self._logits(*self._add_box(frame_idx, obj_id, box))
 
     def propagate(
         self, start_frame: int, progress: Callable[[int], None] | None = None
     ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
-        """Masks of every object on every frame: start_frame..last, then start_frame-1..0, once each."""
-        self._check_frame(start_frame)
-        if not self._prompts:
-            raise ValueError("no object has a box prompt: call add_box before propagate")
-        return self._propagate(start_frame, progress)
+        """Masks of every object on every frame, once each: start_frame+1..last, then start_frame..0
+        (start_frame 0: 0..last); frame start_frame gets the reverse pass's output (module docstring)."""
+        self._check_propagate(start_frame)
+        return ((f, self._masks(ids, logits)) for f, ids, logits in self._outputs(start_frame, progress))
+
+    def propagate_logits(
+        self, start_frame: int, progress: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[int, dict[int, torch.Tensor]]]:
+        """``propagate`` yielding each object's low-resolution mask logits (float32, CPU) instead of masks."""
+        self._check_propagate(start_frame)
+        return ((f, self._logits(ids, logits)) for f, ids, logits in self._outputs(start_frame, progress))
 
     def remove_object(self, obj_id: int) -> None:
-        """Drop ``obj_id``; the other objects are re-prompted from scratch (cached frames stay)."""
+        """Drop ``obj_id``; the other objects' prompts are replayed in order (cached frames stay)."""
         if obj_id not in self._prompts:
             raise KeyError(f"object {obj_id} is not in this session")
         del self._prompts[obj_id]
+        self._history = [entry for entry in self._history if entry[0] != obj_id]
         self.state.reset_tracking_data()
-        for other, boxes in self._prompts.items():
-            for frame_idx, box in boxes.items():
-                self._apply_box(frame_idx, other, box)
+        self._prompted.clear()
+        for other, frame_idx, box in self._history:
+            self._apply_box(frame_idx, other, box)
 
     def reset(self) -> None:
         """Forget every object and prompt."""
         self._prompts.clear()
+        self._history.clear()
+        self._prompted.clear()
         self.state.reset_tracking_data()
 
     # ----------------------------------------------------------------------------------------
@@ -367,55 +473,103 @@ class SegmentationSession:
         if not 0 <= frame_idx < self.num_frames:
             raise IndexError(f"frame {frame_idx} is outside the video (0..{self.num_frames - 1})")
 
-    def _forget_tracking(self) -> None:
-        """Drop propagated (non-conditioning) results: they are stale once prompts change, and a
-        tracked frame would turn a later box on it into a refinement click instead of a prompt."""
-        for obj_idx, outputs in self.state.output_dict_per_obj.items():
-            outputs["non_cond_frame_outputs"].clear()
-            self.state.frames_tracked_per_obj[obj_idx].clear()
+    def _check_propagate(self, start_frame: int) -> None:
+        self._check_frame(start_frame)
+        if not self._prompts:
+            raise ValueError("no object has a box prompt: call add_box before propagate")
 
-    def _apply_box(self, frame_idx: int, obj_id: int, box: tuple[float, float, float, float]) -> np.ndarray:
+    def _add_box(self, frame_idx: int, obj_id: int, box: Sequence[float]) -> tuple[list[int], torch.Tensor]:
+        self._check_frame(frame_idx)
+        values = tuple(float(v) for v in box)
+        if len(values) != 4 or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"a box is four finite numbers x1, y1, x2, y2; got {box!r}")
+        if values[2] < values[0] or values[3] < values[1]:
+            raise ValueError(f"box {values} is not x1 <= x2, y1 <= y2")
+        prompt: Box = values  # type: ignore[assignment]
+        self._prompts.setdefault(int(obj_id), {})[frame_idx] = prompt
+        self._history.append((int(obj_id), frame_idx, prompt))
+        return self._apply_box(frame_idx, int(obj_id), prompt)
+
+    def _save_prompt_state(self) -> None:
+        state = self.state
+        self._prompted = {
+            obj_idx: (dict(outputs["non_cond_frame_outputs"]), dict(state.frames_tracked_per_obj[obj_idx]))
+            for obj_idx, outputs in state.output_dict_per_obj.items()
+        }
+
+    def _restore_prompt_state(self) -> None:
+        """Back to what the prompt calls left: propagated outputs go, co-tracked ones come back."""
+        state = self.state
+        for obj_idx, outputs in state.output_dict_per_obj.items():
+            kept, tracked = self._prompted.get(obj_idx, ({}, {}))
+            outputs["non_cond_frame_outputs"].clear()
+            outputs["non_cond_frame_outputs"].update(kept)
+            state.frames_tracked_per_obj[obj_idx].clear()
+            state.frames_tracked_per_obj[obj_idx].update(tracked)
+        state.obj_with_new_inputs = []
+
+    def _apply_box(self, frame_idx: int, obj_id: int, box: Box) -> tuple[list[int], torch.Tensor]:
         state, side = self.state, self.segmenter.image_size
+        self._restore_prompt_state()
         obj_idx = state.obj_id_to_idx(obj_id)
-        self._forget_tracking()
+        # a box makes its frame a conditioning frame of its object, also where the object was co-tracked
+        # (SAM 2 drops a frame's tracked output when the frame becomes a conditioning one)
+        state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"].pop(frame_idx, None)
+        state.frames_tracked_per_obj[obj_idx].pop(frame_idx, None)
         scale = torch.tensor([side / self.width, side / self.height], dtype=torch.float32)
         coords = torch.tensor(box, dtype=torch.float32).view(1, 1, 2, 2) * scale
         labels = torch.tensor([[[2, 3]]], dtype=torch.int32)
         state.add_point_inputs(obj_idx, frame_idx, {"point_coords": coords, "point_labels": labels})
         state.remove_mask_inputs(obj_idx, frame_idx)
         state.obj_with_new_inputs = [obj_id]
-        return self._run(frame_idx, reverse=False)[obj_id]
+        object_ids, logits = self._run(frame_idx, reverse=False)
+        self._save_prompt_state()
+        return object_ids, logits
 
-    def _propagate(
+    def _schedule(self, start: int) -> list[tuple[int, bool, bool]]:
+        """(frame, reverse, given to the caller) in the order the canonical iterators run them."""
+        order = [(i, False, i != start or start == 0) for i in range(start, self.num_frames)]
+        if start > 0:
+            order += [(i, True, True) for i in range(start, -1, -1)]
+        return order
+
+    def _outputs(
         self, start: int, progress: Callable[[int], None] | None
-    ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
-        self._forget_tracking()
-        self.state.obj_with_new_inputs = []
-        order = [(i, False) for i in range(start, self.num_frames)] + [
-            (i, True) for i in range(start - 1, -1, -1)
-        ]
-        for frame_idx, reverse in order:
-            masks = self._run(frame_idx, reverse)
-            # forward: keep what the backward pass will read (start .. start+window); backward: a trailing window
-            stale = frame_idx + self.memory_window if reverse else frame_idx - self.memory_window
-            if reverse or stale >= start + self.memory_window:
+    ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+        self._restore_prompt_state()
+        window = self.memory_window
+        for frame_idx, reverse, given in self._schedule(start):
+            object_ids, logits = self._run(frame_idx, reverse)
+            # forward: keep what the reverse pass will read (start .. start+window); reverse: a trailing window
+            stale = frame_idx + window if reverse else frame_idx - window
+            if reverse or stale >= start + window:
                 for outputs in self.state.output_dict_per_obj.values():
                     outputs["non_cond_frame_outputs"].pop(stale, None)
-            if progress is not None:
-                progress(1)
-            yield frame_idx, masks
+            if given:
+                if progress is not None:
+                    progress(1)
+                yield frame_idx, object_ids, logits
 
-    def _run(self, frame_idx: int, reverse: bool) -> dict[int, np.ndarray]:
+    def _run(self, frame_idx: int, reverse: bool) -> tuple[list[int], torch.Tensor]:
         with torch.inference_mode(), self.segmenter.autocast():
             out = self.segmenter.model(inference_session=self.state, frame_idx=frame_idx, reverse=reverse)
-            logits = F.interpolate(
-                out.pred_masks.float(), size=(self.height, self.width), mode="bilinear", align_corners=False
-            )
-            masks = (logits[:, 0] > 0).cpu().numpy()
         for outputs in self.state.output_dict_per_obj.values():  # transformers keeps an image_size^2
             for kind in ("cond_frame_outputs", "non_cond_frame_outputs"):  # float mask per frame and object
                 outputs[kind].get(frame_idx, {}).pop("high_res_masks", None)  # that nothing reads again
-        return {int(obj_id): masks[i] for i, obj_id in enumerate(out.object_ids)}
+        return [int(obj_id) for obj_id in out.object_ids], out.pred_masks
+
+    def _masks(self, object_ids: list[int], logits: torch.Tensor) -> dict[int, np.ndarray]:
+        with torch.inference_mode():
+            video = F.interpolate(
+                logits.float(), size=(self.height, self.width), mode="bilinear", align_corners=False
+            )
+            masks = (video[:, 0] > 0).cpu().numpy()
+        return {obj_id: masks[i] for i, obj_id in enumerate(object_ids)}
+
+    @staticmethod
+    def _logits(object_ids: list[int], logits: torch.Tensor) -> dict[int, torch.Tensor]:
+        values = logits.detach().float().cpu()
+        return {obj_id: values[i, 0] for i, obj_id in enumerate(object_ids)}
 
 
 # ----------------------------------------------------------------------------------------------
