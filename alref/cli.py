@@ -3,6 +3,9 @@
 Every command prints human output to the terminal and the same facts as JSON with ``--json``.
 A problem the user can fix is one line on stderr and a non-zero exit (2 for bad input, 3 for a
 missing model); ``--debug`` shows the traceback instead.
+
+The options that are settings are generated from :class:`alref.config.Settings` (see alref/options.py):
+a command here declares only its other options and receives the settings given as ``given``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from alref.config import LLM, MODELS, SOUND, load_settings
 from alref.errors import AlrefError
 from alref.eval.cli import eval_app
+from alref.options import Given, SettingsCommand, settings_options
 from alref.tools.cli import tools_list
 from alref.trace.cli import trace_app
 
@@ -35,8 +40,6 @@ app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
 
 _state: dict[str, Any] = {"debug": False}
-AUDIO = "Sound as the reference"
-LLM = "LLM (GPT-PS agent; the key comes from ALREF_LLM_API_KEY or OPENAI_API_KEY)"
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -63,7 +66,8 @@ def _print_json(data: Any) -> None:
 # segment
 
 
-@app.command()
+@app.command(cls=SettingsCommand)
+@settings_options()
 def segment(
     video: Annotated[
         str, typer.Argument(help="video file (mp4, mov, mkv, webm, avi) or folder of JPEG/PNG frames")
@@ -74,144 +78,25 @@ def segment(
         typer.Option("--ref", help="another reference (repeat); each gets its own object id"),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="output folder [default: alref-out/<video name>]")
-    ] = None,
-    models: Annotated[
-        str | None, typer.Option(help="model profile: default, fast or smoke (tiny random models)")
-    ] = None,
-    grounding_model: Annotated[
-        str | None, typer.Option(help="GroundingDINO Hugging Face id or local folder")
-    ] = None,
-    segmentation_model: Annotated[
-        str | None, typer.Option(help="SAM 2 video Hugging Face id or local folder")
-    ] = None,
-    grounding: Annotated[
-        str | None,
-        typer.Option(help="grounding tool by name, see `alref tools list` [default: grounding-dino]"),
-    ] = None,
-    segmentation: Annotated[
-        str | None, typer.Option(help="segmentation tool by name [default: sam2-video]")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cuda, mps or cpu [default: auto]")] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="SAM 2 dtype: auto, float32, bfloat16 [default: auto]")
-    ] = None,
-    offload_video: Annotated[
-        bool | None, typer.Option("--offload-video", help="keep frames on the CPU (CUDA)")
-    ] = None,
-    offload_state: Annotated[
-        bool | None, typer.Option("--offload-state", help="keep SAM 2 state on the CPU (CUDA)")
-    ] = None,
-    clip_frames: Annotated[int | None, typer.Option(help="frames per clip [default: 50]")] = None,
-    samples: Annotated[int | None, typer.Option(help="sampled frames per clip [default: 5]")] = None,
-    box_threshold: Annotated[
-        float | None, typer.Option(help="GroundingDINO box threshold [default: 0.15]")
-    ] = None,
-    text_threshold: Annotated[
-        float | None, typer.Option(help="GroundingDINO text threshold [default: 0.2]")
-    ] = None,
-    top_k: Annotated[int | None, typer.Option(help="candidate boxes per frame [default: 10]")] = None,
-    pivot: Annotated[
-        str | None, typer.Option(help="baseline pivot frame: best, first or middle [default: best]")
-    ] = None,
-    overlay: Annotated[
-        bool | None, typer.Option("--overlay/--no-overlay", help="write overlay.mp4 [default: on]")
-    ] = None,
-    offline: Annotated[bool | None, typer.Option("--offline", help="never download models")] = None,
-    keep_work: Annotated[
-        bool | None, typer.Option("--keep-work", help="keep decoded frames in OUT/work")
-    ] = None,
-    llm: Annotated[
-        str | None,
-        typer.Option(
-            "--llm", help="vision chat model, e.g. gpt-4o (turns the agent on)", rich_help_panel=LLM
-        ),
-    ] = None,
-    llm_base_url: Annotated[
-        str | None,
-        typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1", rich_help_panel=LLM),
-    ] = None,
-    llm_timeout: Annotated[
-        float | None, typer.Option(help="seconds per LLM request [default: 120]", rich_help_panel=LLM)
-    ] = None,
-    llm_retries: Annotated[
-        int | None, typer.Option(help="re-asks after an invalid answer [default: 2]", rich_help_panel=LLM)
-    ] = None,
-    llm_temperature: Annotated[float | None, typer.Option(help="[default: 0]", rich_help_panel=LLM)] = None,
-    llm_seed: Annotated[int | None, typer.Option(help="[default: 0]", rich_help_panel=LLM)] = None,
-    llm_max_tokens: Annotated[
-        int | None, typer.Option(help="answer budget per call [default: 2048]", rich_help_panel=LLM)
-    ] = None,
-    llm_image_detail: Annotated[
-        str | None, typer.Option(help="auto, low or high [default: high]", rich_help_panel=LLM)
-    ] = None,
-    llm_max_image_side: Annotated[
-        int | None, typer.Option(help="longest side of images sent [default: 1536]", rich_help_panel=LLM)
-    ] = None,
-    llm_concurrency: Annotated[
-        int | None, typer.Option(help="clips reasoned about at once [default: 4]", rich_help_panel=LLM)
-    ] = None,
-    no_cache: Annotated[
-        bool,
-        typer.Option("--no-cache", help="neither read nor write the LLM answer cache", rich_help_panel=LLM),
-    ] = False,
-    no_llm: Annotated[
-        bool | None,
-        typer.Option("--no-llm", help="run the baseline even if an LLM is configured", rich_help_panel=LLM),
-    ] = None,
-    not_found: Annotated[
-        str | None,
-        typer.Option(
-            help="if the LLM finds no box in any clip: empty or baseline [default: empty]",
-            rich_help_panel=LLM,
-        ),
+        Path | None,
+        typer.Option("--out", "-o", help="output folder", show_default="alref-out/<video name>"),
     ] = None,
     audio: Annotated[
         str | None,
         typer.Option(
             "--audio",
             help="segment what is making sound: --audio alone uses the video's track, --audio PATH a separate file",
-            rich_help_panel=AUDIO,
+            rich_help_panel=SOUND.panel,
         ),
-    ] = None,
-    categories: Annotated[
-        Path | None,
-        typer.Option(
-            help="closed vocabulary: a file, one category per line, or 'avsbench' for the AVSBench classes",
-            rich_help_panel=AUDIO,
-        ),
-    ] = None,
-    keep_silent: Annotated[
-        bool | None,
-        typer.Option("--keep-silent", help="keep masks while the object is silent", rich_help_panel=AUDIO),
-    ] = None,
-    audio_top_k: Annotated[
-        int | None, typer.Option(help="AudioSet labels offered to LBRU [default: 5]", rich_help_panel=AUDIO)
-    ] = None,
-    event_threshold: Annotated[
-        float | None,
-        typer.Option(
-            help="cosine similarity below which a new sound event starts [default: 0.5]",
-            rich_help_panel=AUDIO,
-        ),
-    ] = None,
-    energy_db: Annotated[
-        float | None,
-        typer.Option(help="windows quieter than this dBFS are silent [default: -45]", rich_help_panel=AUDIO),
-    ] = None,
-    audio_tagging_model: Annotated[
-        str | None, typer.Option(help="AudioSet tagger id or folder", rich_help_panel=AUDIO)
-    ] = None,
-    audio_text_model: Annotated[
-        str | None, typer.Option(help="CLAP id or folder", rich_help_panel=AUDIO)
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="recompute even if the output folder holds this result")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
+    *,
+    given: Given,
 ) -> None:
     """Segment the referred object in every frame and write masks, masks.json, overlay.mp4, result.json."""
-    from alref.config import load_settings
     from alref.errors import InputError
     from alref.pipeline.audio import AudioRequest
     from alref.pipeline.run import segment_video
@@ -228,17 +113,7 @@ def segment(
         raise InputError(
             'give a reference, e.g. alref segment video.mp4 "the red square" (or --ref TEXT, or --audio)'
         )
-    settings = load_settings(
-        models=models, grounding=grounding, segmentation=segmentation, grounding_model=grounding_model, segmentation_model=segmentation_model, device=device,
-        precision=precision, offload_video=offload_video, offload_state=offload_state, clip_frames=clip_frames,
-        samples=samples, box_threshold=box_threshold, text_threshold=text_threshold, top_k=top_k, pivot=pivot,
-        overlay=overlay, offline=offline, keep_work=keep_work, llm=llm, llm_base_url=llm_base_url,
-        llm_timeout=llm_timeout, llm_retries=llm_retries, llm_temperature=llm_temperature, llm_seed=llm_seed,
-        llm_max_tokens=llm_max_tokens, llm_image_detail=llm_image_detail, llm_max_image_side=llm_max_image_side,
-        llm_concurrency=llm_concurrency, cache=False if no_cache else None, no_llm=no_llm, not_found=not_found,
-        categories=categories, keep_silent=keep_silent, audio_top_k=audio_top_k, event_threshold=event_threshold,
-        energy_db=energy_db, audio_tagging_model=audio_tagging_model, audio_text_model=audio_text_model,
-    )  # fmt: skip
+    settings = load_settings(**given)
     out_dir = out if out is not None else Path("alref-out") / Path(video).stem
     result = segment_video(
         video, references, out_dir, settings, RichReporter(err_console), force=force, audio=request
@@ -276,7 +151,8 @@ def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
 # chat
 
 
-@app.command()
+@app.command(cls=SettingsCommand)
+@settings_options(MODELS, LLM, SOUND, exclude=("no_llm",))  # a chat always needs its LLM
 def chat(
     video: Annotated[
         str | None, typer.Argument(help="the video to talk about (not needed with --resume)")
@@ -294,28 +170,25 @@ def chat(
     list_: Annotated[bool, typer.Option("--list", help="list the saved conversations")] = False,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="where previews and exports go [default: alref-chat/<thread>]"),
+        typer.Option("--out", "-o", help="where previews and exports go", show_default="alref-chat/<thread>"),
     ] = None,
-    models: Annotated[str | None, typer.Option(help="model profile: default, fast or smoke")] = None,
-    grounding: Annotated[str | None, typer.Option(help="grounding tool by name")] = None,
-    llm: Annotated[str | None, typer.Option("--llm", help="tool-calling chat model, e.g. gpt-4o")] = None,
-    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL")] = None,
     max_steps: Annotated[int, typer.Option(help="tool steps per turn at most")] = 8,
     db: Annotated[
-        Path | None, typer.Option(help="SQLite file of the conversations [default: <cache>/chats.sqlite]")
+        Path | None,
+        typer.Option(help="SQLite file of the conversations", show_default="<cache-dir>/chats.sqlite"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print each turn as a JSON line")] = False,
+    *,
+    given: Given,
 ) -> None:
     """Talk about a video: segment, refine ("the other one"), undo, keep masks only while a sound is
     heard, export. Conversations persist in SQLite."""
     from alref.agent.chat.agent import Chat, chat_store, list_threads
-    from alref.agent.chat.select import make_select_referent
     from alref.agent.chat.session import ChatSession
-    from alref.agent.llm import LLMClient
     from alref.config import load_settings
     from alref.errors import InputError
 
-    settings = load_settings(models=models, grounding=grounding, llm=llm, llm_base_url=llm_base_url)
+    settings = load_settings(**given)
     store = db or settings.cache_dir / "chats.sqlite"
     if list_:
         rows = list_threads(store)
@@ -347,16 +220,23 @@ def chat(
         audio_path = audio or saved.get("audio")
         thread = resume or uuid.uuid4().hex[:8]
         session = ChatSession(video_path, out or Path("alref-chat") / thread, settings, audio_path)
-        conversation = Chat(session, LLMClient(settings).chat_model, saver, thread=thread, max_steps=max_steps,
-                            select_referent=make_select_referent(session))  # fmt: skip
+        conversation = Chat(session, None, saver, thread=thread, max_steps=max_steps)
         session.restore(saved.get("objects"))
         if not as_json:
             err_console.print(
                 f"conversation {conversation.thread} about {video_path} (resume with: alref chat --resume {conversation.thread})"
             )
+        failed = 0
         for text in _turns(message):
             report = conversation.ask(text)
             _print_turn(report, as_json)
+            failed += report["status"] != "ok"
+        if failed:  # the answers said why; the conversation is saved and can go on later
+            err_console.print(
+                f"alref: {failed} turn(s) got no answer from the LLM; continue with: alref chat --resume {conversation.thread}",
+                highlight=False, markup=False,
+            )  # fmt: skip
+            raise typer.Exit(4)
 
 
 def _turns(messages: list[str] | None):
@@ -482,20 +362,7 @@ def models_pull(
 # ---------------------------------------------------------------------------------------------
 
 
-MEDIA_SUFFIXES = {
-    ".wav",
-    ".mp3",
-    ".flac",
-    ".m4a",
-    ".ogg",
-    ".aac",
-    ".opus",
-    ".mp4",
-    ".mov",
-    ".mkv",
-    ".webm",
-    ".avi",
-}
+MEDIA_SUFFIXES = set(".wav .mp3 .flac .m4a .ogg .aac .opus .mp4 .mov .mkv .webm .avi".split())
 
 
 def _audio_flag(args: list[str]) -> list[str]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -22,6 +23,27 @@ from alref.errors import ConfigError
 Device = Literal["auto", "cuda", "mps", "cpu"]
 PivotRule = Literal["best", "first", "middle"]
 Precision = Literal["auto", "float32", "bfloat16"]
+
+
+@dataclass(frozen=True)
+class Cli:
+    """How a setting shows on the command line; :mod:`alref.options` reads it from the field's
+    ``Annotated`` metadata. The flag's name, type, help and default come from the field itself: a field
+    ``clip_frames: int = Field(50, description="frames per clip")`` is ``--clip-frames`` (an integer)
+    with that help and ``[default: 50]``; a bool is a switch, ``--name`` when its default is off and
+    ``--name/--no-name`` when it is on. A field without ``Cli`` is still a flag, in the Options panel."""
+
+    panel: str = ""  # the help panel the flag is listed in ("" = Options)
+    not_a_flag: str = ""  # why the setting is only a config-file key and environment variable
+
+
+MODELS = Cli("Models")
+METHOD = Cli("Method")
+LLM = Cli("LLM (GPT-PS agent; the key comes from ALREF_LLM_API_KEY or OPENAI_API_KEY)")
+SOUND = Cli("Sound as the reference")
+OUTPUTS = Cli("Outputs")
+PANELS = (MODELS, METHOD, LLM, SOUND, OUTPUTS)  # the order of the help panels
+SECRET = Cli(not_a_flag="a key on the command line lands in the shell history and `ps`")
 
 
 def default_cache_dir() -> Path:
@@ -66,115 +88,150 @@ class _TomlSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    """Every knob of alref. Each field is also the environment variable ``ALREF_<FIELD>``."""
+    """Every knob of alref. Each field is also the environment variable ``ALREF_<FIELD>`` and, unless its
+    :class:`Cli` says otherwise, the flag ``--<field-name>`` of ``alref segment`` (see alref/options.py)."""
 
     model_config = SettingsConfigDict(env_prefix="ALREF_", extra="forbid", validate_assignment=True)
 
     # models
-    models: str = Field(
-        "default", description="model profile: 'default' (the paper's models) or 'smoke' (tiny random models)"
+    models: Annotated[str, MODELS] = Field(
+        "default",
+        description="model profile: default (the paper's models), fast or smoke (tiny random models)",
     )
-    grounding_model: str | None = Field(
+    grounding_model: Annotated[str | None, MODELS] = Field(
         None, description="GroundingDINO: Hugging Face id or local folder (overrides the profile)"
     )
-    segmentation_model: str | None = Field(
+    segmentation_model: Annotated[str | None, MODELS] = Field(
         None, description="SAM 2 video: Hugging Face id or local folder (overrides the profile)"
     )
-    grounding: str | None = Field(
-        None, description="grounding tool by name (`alref tools list`); empty = grounding-dino"
+    grounding: Annotated[str | None, MODELS] = Field(
+        None, description="grounding tool by name (see `alref tools list`); empty = grounding-dino"
     )
-    segmentation: str | None = Field(None, description="segmentation tool by name; empty = sam2-video")
-    device: Device = "auto"
-    precision: Precision = Field(
+    segmentation: Annotated[str | None, MODELS] = Field(
+        None, description="segmentation tool by name; empty = sam2-video"
+    )
+    device: Annotated[Device, MODELS] = Field(
+        "auto", description="where the models run: auto = cuda, then mps, then cpu"
+    )
+    precision: Annotated[Precision, MODELS] = Field(
         "auto", description="SAM 2 compute dtype: auto = bfloat16 on CUDA, float32 elsewhere"
     )
-    offload_video: bool = Field(
+    offload_video: Annotated[bool, MODELS] = Field(
         False, description="keep preprocessed frames on the CPU (CUDA only; saves GPU memory)"
     )
-    offload_state: bool = Field(False, description="keep SAM 2 memory state on the CPU (CUDA only)")
-    offline: bool = Field(False, description="never try to download a model (also set by HF_HUB_OFFLINE=1)")
-    cache_dir: Path = Field(
+    offload_state: Annotated[bool, MODELS] = Field(
+        False, description="keep SAM 2 memory state on the CPU (CUDA only)"
+    )
+    offline: Annotated[bool, MODELS] = Field(
+        False, description="never try to download a model (also set by HF_HUB_OFFLINE=1)"
+    )
+    cache_dir: Annotated[Path, MODELS] = Field(
         default_factory=default_cache_dir, description="where smoke models and LLM answers are kept"
     )
 
-    audio_tagging_model: str | None = Field(
+    audio_tagging_model: Annotated[str | None, SOUND] = Field(
         None, description="AudioSet tagger: Hugging Face id or local folder"
     )
-    audio_text_model: str | None = Field(
+    audio_text_model: Annotated[str | None, SOUND] = Field(
         None, description="CLAP audio-text model: Hugging Face id or local folder"
     )
 
     # the method
-    clip_frames: int = Field(50, ge=1, description="frames per clip")
-    samples: int = Field(5, ge=1, description="frames sampled per clip")
-    box_threshold: float = Field(0.15, ge=0.0, le=1.0)
-    text_threshold: float = Field(0.2, ge=0.0, le=1.0)
-    top_k: int = Field(10, ge=1, description="candidate boxes kept per frame")
-    pivot: PivotRule = Field(
+    clip_frames: Annotated[int, METHOD] = Field(50, ge=1, description="frames per clip")
+    samples: Annotated[int, METHOD] = Field(
+        5, ge=1, description="frames sampled per clip (evenly spaced, first and last included)"
+    )
+    box_threshold: Annotated[float, METHOD] = Field(
+        0.15, ge=0.0, le=1.0, description="GroundingDINO box threshold (low: candidates, not answers)"
+    )
+    text_threshold: Annotated[float, METHOD] = Field(
+        0.2, ge=0.0, le=1.0, description="GroundingDINO text threshold"
+    )
+    top_k: Annotated[int, METHOD] = Field(10, ge=1, description="candidate boxes kept per frame")
+    pivot: Annotated[PivotRule, METHOD] = Field(
         "best", description="baseline pivot frame: best detection score, first or middle sample"
     )
-    detect_batch: int = Field(4, ge=1, description="frames per GroundingDINO call")
+    detect_batch: Annotated[int, METHOD] = Field(4, ge=1, description="frames per GroundingDINO call")
 
     # sound as the reference
-    audio_top_k: int = Field(5, ge=1, le=50, description="AudioSet labels offered to LBRU")
-    categories: Path | None = Field(None, description="closed vocabulary file, one category per line")
-    lbru_frames: int = Field(8, ge=1, le=32, description="frames tiled for LBRU")
-    event_threshold: float = Field(
+    audio_top_k: Annotated[int, SOUND] = Field(5, ge=1, le=50, description="AudioSet labels offered to LBRU")
+    categories: Annotated[Path | None, SOUND] = Field(
+        None,
+        description="closed vocabulary: a file, one category per line, or 'avsbench' for the AVSBench classes",
+    )
+    lbru_frames: Annotated[int, SOUND] = Field(8, ge=1, le=32, description="frames tiled for LBRU")
+    event_threshold: Annotated[float, SOUND] = Field(
         0.5, ge=-1.0, le=1.0, description="cosine similarity below which a new sound event starts"
     )
-    energy_db: float = Field(
+    energy_db: Annotated[float, SOUND] = Field(
         -45.0, le=0.0, description="a one-second window quieter than this (dBFS) is silent"
     )
-    silence_threshold: float = Field(
+    silence_threshold: Annotated[float, SOUND] = Field(
         0.5, ge=0.0, le=1.0, description="a window whose Silence score is above this is silent"
     )
-    keep_silent: bool = Field(False, description="keep masks where the object is silent")
+    keep_silent: Annotated[bool, SOUND] = Field(False, description="keep masks where the object is silent")
 
     # visual prompts
-    tile_columns: int = Field(0, ge=0, description="tile grid columns; 0 = as square as possible")
-    tile_max_side: int = Field(2048, ge=256, description="longest side of a tiled image, pixels")
+    tile_columns: Annotated[int, METHOD] = Field(
+        0, ge=0, description="tile grid columns; 0 = as square as possible"
+    )
+    tile_max_side: Annotated[int, METHOD] = Field(
+        2048, ge=256, description="longest side of a tiled image, pixels"
+    )
 
     # the LLM (GPT-PS). Configured when a base URL, an API key or --llm is given.
-    llm: str | None = Field(
+    llm: Annotated[str | None, LLM] = Field(
         None, description="vision chat model name, e.g. gpt-4o; setting it turns the agent on"
     )
-    no_llm: bool = Field(False, description="run the baseline even when an LLM is configured")
-    llm_base_url: str | None = Field(
+    no_llm: Annotated[bool, LLM] = Field(False, description="run the baseline even when an LLM is configured")
+    llm_base_url: Annotated[str | None, LLM] = Field(
         None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM, Ollama, LM Studio)"
     )
-    llm_api_key: SecretStr | None = Field(None, description="API key (else OPENAI_API_KEY); never logged")
-    llm_temperature: float = Field(0.0, ge=0.0, le=2.0)
-    llm_seed: int | None = Field(0, description="sampling seed sent to the server (None to omit)")
-    llm_max_tokens: int = Field(
+    llm_api_key: Annotated[SecretStr | None, SECRET] = Field(
+        None, description="API key (else OPENAI_API_KEY); never logged"
+    )
+    llm_temperature: Annotated[float, LLM] = Field(0.0, ge=0.0, le=2.0, description="sampling temperature")
+    llm_seed: Annotated[int | None, LLM] = Field(
+        0, description="sampling seed sent to the server (None to omit)"
+    )
+    llm_max_tokens: Annotated[int, LLM] = Field(
         2048, ge=16, description="answer budget per call; generous, a cut JSON answer fails to parse"
     )
-    llm_timeout: float = Field(120.0, gt=0, description="seconds per HTTP request")
-    llm_image_detail: Literal["auto", "low", "high"] = "high"
-    llm_max_image_side: int = Field(
+    llm_timeout: Annotated[float, LLM] = Field(120.0, gt=0, description="seconds per HTTP request")
+    llm_image_detail: Annotated[Literal["auto", "low", "high"], LLM] = Field(
+        "high", description="the detail the server is asked to see the images at"
+    )
+    llm_max_image_side: Annotated[int, LLM] = Field(
         1536, ge=64, description="images sent to the LLM are downscaled to this longest side"
     )
-    llm_retries: int = Field(
+    llm_retries: Annotated[int, LLM] = Field(
         2, ge=0, description="re-asks after an invalid answer before the baseline fallback"
     )
-    llm_transport_retries: int = Field(
+    llm_transport_retries: Annotated[int, LLM] = Field(
         4, ge=0, description="retries after a timeout, 429, 5xx or refused connection"
     )
-    llm_backoff: float = Field(
+    llm_backoff: Annotated[float, LLM] = Field(
         1.0, ge=0.0, description="first backoff in seconds (doubles per retry; Retry-After wins)"
     )
-    llm_concurrency: int = Field(4, ge=1, description="clips (and references) reasoned about at once")
-    llm_json: Literal["auto", "json_schema", "none"] = Field(
+    llm_concurrency: Annotated[int, LLM] = Field(
+        4, ge=1, description="clips (and references) reasoned about at once"
+    )
+    llm_json: Annotated[Literal["auto", "json_schema", "none"], LLM] = Field(
         "auto", description="structured output: auto = JSON schema, dropped if the server rejects it"
     )
-    cache: bool = Field(True, description="cache LLM answers on disk (--no-cache to bypass)")
-    not_found: Literal["empty", "baseline"] = Field(
+    cache: Annotated[bool, LLM] = Field(
+        True, description="keep LLM answers on disk and reuse them; --no-cache neither reads nor writes them"
+    )
+    not_found: Annotated[Literal["empty", "baseline"], LLM] = Field(
         "empty",
         description="when the LLM says no box fits in every clip: empty masks, or the baseline decision",
     )
 
     # outputs
-    overlay: bool = Field(True, description="write overlay.mp4")
-    keep_work: bool = Field(False, description="keep the decoded frames in <out>/work after a finished run")
+    overlay: Annotated[bool, OUTPUTS] = Field(True, description="write overlay.mp4")
+    keep_work: Annotated[bool, OUTPUTS] = Field(
+        False, description="keep the decoded frames in <out>/work after a finished run"
+    )
 
     @field_validator("cache_dir", "categories", mode="before")
     @classmethod

@@ -204,3 +204,25 @@ class ScriptedOpenAIServer:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         return f"http://127.0.0.1:{port}/v1"
+
+
+def tool_reply(call_id: str, name: str, args: dict[str, Any]) -> Reply:
+    """A completion that calls the tool ``name`` with ``args``."""
+    return Reply(tool_calls=[{"id": call_id, "type": "function",
+                              "function": {"name": name, "arguments": json.dumps(args)}}])  # fmt: skip
+
+
+def segment_then_list(box: list[float]) -> Callable[[dict], Reply]:
+    """A chat model for two turns: the first segments ``box`` on frame 0 as "red square", the second
+    lists the objects; after a tool result it says "Done."."""
+    turns = {"n": 0}
+
+    def answer(body: dict[str, Any]) -> Reply:
+        if body["messages"][-1]["role"] == "tool":
+            return Reply("Done.")
+        turns["n"] += 1
+        if turns["n"] == 1:
+            return tool_reply("call1", "segment_box", {"frame": 0, "box": box, "name": "red square"})
+        return tool_reply(f"call{turns['n']}", "list_objects", {})
+
+    return answer

@@ -48,7 +48,9 @@ def test_good_server_drives_the_decisions_over_http(run_cli, shapes_mp4, tmp_pat
         assert clip["decided_by"] == "llm" and clip["pivot_frame"] == clip["samples"][3]
         assert clip["frame_reasoning"] == "clear view"
     requests = llm_server.chat_requests
-    assert result["llm"]["http_calls"] == len(requests) == result["llm"]["asks"]
+    llm = result["llm"]
+    # every clip asks the syntax question; the client sends it once (the other two are cache hits)
+    assert llm["http_calls"] == len(requests) == llm["asks"] - llm["cache_hits"] and llm["cache_hits"] == 2
     first = requests[0]
     assert first["model"] == "test-model" and first["temperature"] == 0
     images = [p for r in requests for m in r["messages"] if isinstance(m["content"], list) for p in m["content"]
@@ -58,7 +60,8 @@ def test_good_server_drives_the_decisions_over_http(run_cli, shapes_mp4, tmp_pat
     assert structured and structured[0]["response_format"]["type"] == "json_schema"
     # the trace shows every call
     calls = [json.loads(line) for line in (out / "trace" / "events.jsonl").read_text().splitlines()]
-    assert sum(1 for e in calls if e["kind"] == "llm_call") == len(requests)
+    asked = [e for e in calls if e["kind"] == "llm_call"]
+    assert len(asked) == llm["asks"] and sum(not e["cache_hit"] for e in asked) == len(requests)
 
 
 def test_bad_slow_and_rate_limited_answers_still_finish(

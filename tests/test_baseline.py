@@ -1,16 +1,15 @@
 """Baseline pivot decisions: which frame and box each clip prompts SAM 2 with, and where
 propagation starts."""
 
-from alref.media.sampling import Clip
-from alref.pipeline.baseline import ClipPivot, choose_pivot, samples_by_score, start_frame
-from alref.tools.grounding import Detection
+from alref.core.baseline import choose_pivot, samples_by_score, start_frame
+from alref.core.records import Clip, ClipDecision, Detection
 
 
 def det(score, box=(0, 0, 10, 10), phrase="square"):
     return Detection(box, score, phrase)
 
 
-CLIP = Clip(index=1, start=50, end=100, samples=(50, 62, 74, 87, 99))
+CLIP = Clip(index=1, start=50, end=100, samples=[50, 62, 74, 87, 99])
 
 
 def test_best_rule_takes_highest_top_score_and_its_top_box():
@@ -23,22 +22,25 @@ def test_best_rule_takes_highest_top_score_and_its_top_box():
     }
     p = choose_pivot(CLIP, dets, "best")
     # tie at 0.8: the earlier frame wins
-    assert p.frame == 62 and p.box == (1, 2, 3, 4) and p.score == 0.8 and p.valid
-    assert "highest detection score" in p.reason
+    assert (
+        p["pivot_frame"] == 62 and p["pivot_box"] == [1, 2, 3, 4] and p["pivot_score"] == 0.8 and p["valid"]
+    )
+    assert "highest detection score" in p["reason"] and p["decided_by"] == "baseline" and p["clip"] == 1
 
 
 def test_first_and_middle_rules_and_their_fallback():
     dets = {50: [det(0.3)], 62: [det(0.9)], 74: [det(0.4)], 87: [], 99: []}
-    assert choose_pivot(CLIP, dets, "first").frame == 50
-    assert choose_pivot(CLIP, dets, "middle").frame == 74
+    assert choose_pivot(CLIP, dets, "first")["pivot_frame"] == 50
+    assert choose_pivot(CLIP, dets, "middle")["pivot_frame"] == 74
     dets[74] = []
     p = choose_pivot(CLIP, dets, "middle")
-    assert p.frame == 62 and "next-best" in p.reason
+    assert p["pivot_frame"] == 62 and "next-best" in p["reason"]
 
 
 def test_clip_without_any_box_is_invalid():
-    p = choose_pivot(CLIP, {f: [] for f in CLIP.samples}, "best")
-    assert not p.valid and p.frame is None and p.box is None and "no candidate box" in p.reason
+    p = choose_pivot(CLIP, {f: [] for f in CLIP["samples"]}, "best")
+    assert not p["valid"] and p["pivot_frame"] is None and p["pivot_box"] is None
+    assert "no candidate box" in p["reason"]
 
 
 def test_samples_by_score_order():
@@ -47,10 +49,10 @@ def test_samples_by_score_order():
 
 
 def _pivot(index, frame):
-    clip = Clip(index, index * 10, index * 10 + 10, (index * 10,))
-    return ClipPivot(
-        clip, frame, (0, 0, 1, 1) if frame is not None else None, 0.5 if frame is not None else None, ""
-    )
+    valid = frame is not None
+    return ClipDecision(ref_id=1, clip=index, start=index * 10, end=index * 10 + 10, samples=[index * 10],
+                        valid=valid, pivot_frame=frame, pivot_box=[0, 0, 1, 1] if valid else None,
+                        pivot_score=0.5 if valid else None, decided_by="baseline", reason="")  # fmt: skip
 
 
 def test_start_frame_is_middle_clip_pivot_or_nearest_valid():

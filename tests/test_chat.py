@@ -13,11 +13,10 @@ import sys
 import pytest
 import synth
 from langchain_core.messages import AIMessage, ToolMessage
-from llm_server import Reply
+from llm_server import Reply, segment_then_list, tool_reply
 from scripted_llm import ScriptedChatModel
 
 from alref.agent.chat.agent import Chat, chat_store, list_threads
-from alref.agent.chat.select import make_select_referent
 from alref.agent.chat.session import ChatSession
 from alref.config import load_settings
 
@@ -43,7 +42,7 @@ def make_chat(tmp_path, video, script, max_steps=6):
     saver = store.__enter__()
     model = ScriptedChatModel(script)
     return (
-        Chat(session, model, saver, max_steps=max_steps, select_referent=make_select_referent(session)),
+        Chat(session, model, saver, max_steps=max_steps),
         model,
         store,
     )
@@ -133,22 +132,7 @@ def test_grounding_then_box_number_and_select_referent(tmp_path, video):
 
 def test_resume_in_a_new_process_over_http(tmp_path, video, llm_server):
     red = list(map(float, synth.red_square_box(0, N, W, H)))
-    turns = {"n": 0}
-
-    def answer(body):
-        last = body["messages"][-1]
-        if last["role"] == "tool":
-            return Reply("Done.")
-        turns["n"] += 1
-        name, args = (
-            ("segment_box", {"frame": 0, "box": red, "name": "red square"})
-            if turns["n"] == 1
-            else ("list_objects", {})
-        )
-        return Reply(tool_calls=[{"id": f"call{turns['n']}", "type": "function",
-                                  "function": {"name": name, "arguments": json.dumps(args)}}])  # fmt: skip
-
-    llm_server.default = answer
+    llm_server.default = segment_then_list(red)
     db = tmp_path / "chats.sqlite"
     base = [sys.executable, "-m", "alref.cli", "chat", "--models", "smoke", "--llm", "m", "--llm-base-url",
             llm_server.base_url, "--db", str(db), "--json"]  # fmt: skip
@@ -182,3 +166,105 @@ def test_resume_in_a_new_process_over_http(tmp_path, video, llm_server):
 def test_chat_needs_an_llm(run_cli, video):
     code, _, err = run_cli("chat", video, "--models", "smoke", "-m", "hi")
     assert code == 2 and "needs a tool-calling LLM" in err
+
+
+def _chat_cli(llm_url, db, video=None, *args):
+    return [sys.executable, "-m", "alref.cli", "chat", *([str(video)] if video else []), "--models", "smoke",
+            "--llm", "m", "--llm-base-url", llm_url, "--db", str(db), "--llm-backoff", "0", "--json", *args]  # fmt: skip
+
+
+def test_chat_survives_429_and_500_and_its_trace_shows_the_images(tmp_path, video, llm_server):
+    from llm_server import Status
+
+    steps = iter([tool_reply("call1", "ground_phrase", {"frame": 2, "phrase": "red square"}),
+                  tool_reply("call2", "segment_box", {"frame": 2, "box_number": 1, "name": "red square"}),
+                  Reply("Segmented the red square.")])  # fmt: skip
+    llm_server.push(Status(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}),
+                    Status(500, {"error": {"message": "upstream hiccup"}}))  # fmt: skip
+    llm_server.default = lambda body: next(steps)
+    out = tmp_path / "c"
+    done = subprocess.run([*_chat_cli(llm_server.base_url, tmp_path / "db.sqlite", video), "-m", "segment the red square",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert [c["tool"] for c in report["calls"]] == ["ground_phrase", "segment_box"] and report[
+        "status"
+    ] == "ok"
+    assert len(llm_server.chat_requests) == 5  # 429 and 500 retried, then the three steps
+    assert report["llm"]["transport_retries"] == 2 and report["llm"]["http_calls"] == 5
+    # the step after ground_phrase saw the boxes it drew
+    sent = llm_server.chat_requests[-2]["messages"][-1]["content"]
+    assert isinstance(sent, list) and sent[1]["type"] == "image_url"
+    events = [json.loads(line) for line in (out / "trace" / "events.jsonl").read_text().splitlines()]
+    calls = [e for e in events if e["kind"] == "llm_call"]
+    assert len(calls) == 3 and sum(e["kind"] == "llm_retry" for e in events) == 2
+    shown = [i for m in calls[1]["messages"] for i in m["images"]]
+    assert shown and (out / "trace" / shown[0]).is_file()
+    page = tmp_path / "chat.html"
+    exported = subprocess.run([sys.executable, "-m", "alref.cli", "trace", "export", str(out), "--html", str(page)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert page.read_text().count("data:image/jpeg;base64,") >= 1
+    tree = subprocess.run([sys.executable, "-m", "alref.cli", "trace", "show", str(out)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "status ok" in tree.stdout and "turn 1" in tree.stdout and "no LLM calls" not in tree.stdout
+    assert "3 LLM calls" in tree.stdout and "unfinished" not in tree.stdout
+
+
+def test_chat_with_the_llm_down_answers_one_line_and_stays_resumable(tmp_path, video, llm_server):
+    from llm_server import ScriptedOpenAIServer
+
+    db, out = tmp_path / "db.sqlite", tmp_path / "c"
+    down = subprocess.run([*_chat_cli(ScriptedOpenAIServer.closed_port_url(), db, video), "--llm-transport-retries", "1",
+                           "-m", "segment the red square", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert down.returncode == 4 and "Traceback" not in down.stderr
+    report = json.loads(down.stdout.splitlines()[-1])
+    assert report["status"] == "llm_error" and "\n" not in report["answer"]
+    assert "could not connect" in report["answer"].lower() or "connection" in report["answer"].lower()
+    assert (
+        f"alref chat --resume {report['thread']}" in down.stderr
+        and len(down.stderr.strip().splitlines()) == 1
+    )
+    llm_server.default = Reply("Hello again.")
+    back = subprocess.run([*_chat_cli(llm_server.base_url, db), "--resume", report["thread"], "-m", "are you there?",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout.splitlines()[-1])["answer"] == "Hello again."
+    sent = [m["content"] for m in llm_server.chat_requests[-1]["messages"] if m["role"] == "user"]
+    assert sent == [
+        "segment the red square",
+        "are you there?",
+    ]  # the failed turn is kept; the notice is not sent
+
+
+def test_a_resumed_chat_finds_its_video_from_another_folder(tmp_path, video, llm_server, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(video, tmp_path / "here.mp4")
+    llm_server.default = Reply("Hi.")
+    db = tmp_path / "db.sqlite"
+    first = subprocess.run([*_chat_cli(llm_server.base_url, db, "here.mp4"), "-m", "hi"], capture_output=True,
+                           text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    thread = json.loads(first.stdout.splitlines()[-1])["thread"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = subprocess.run([*_chat_cli(llm_server.base_url, db), "--resume", thread, "-m", "again"],
+                           capture_output=True, text=True, timeout=300, cwd=elsewhere)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_tool_call_written_as_text_is_understood(tmp_path, video):
+    script = [AIMessage(content='```json\n{"name": "list_objects", "arguments": {}}\n```'), AIMessage(content="None yet."),
+              AIMessage(content='{"tool": "paint_it_blue", "args": {"object_id": 1}}')]  # fmt: skip
+    chat, model, store = make_chat(tmp_path, video, script)
+    try:
+        report = chat.ask("what is there?")
+        assert [c["tool"] for c in report["calls"]] == ["list_objects"] and report["answer"] == "None yet."
+        told = chat.ask("paint it blue")
+        assert not told["calls"] and "wrote a tool call as text" in told["answer"]
+        assert "paint_it_blue" in told["answer"] and "nothing was done" in told["answer"]
+    finally:
+        store.__exit__(None, None, None)

@@ -63,8 +63,11 @@ def test_list_runs_finds_the_runs_with_their_counts(runs):
     r1, events = found["r1"], read_events(root / "r1" / "trace")
     calls = [e for e in events if e["kind"] == "llm_call"]
     assert r1["status"] == "ok" and r1["mode"] == "agent" and r1["references"] == 1 and r1["clips"] == 2
-    assert r1["llm_calls"] == len(calls) == len(script.requests) == 11
-    assert r1["tokens"] == sum(e["prompt_tokens"] + e["completion_tokens"] for e in calls) > 0
+    # the second clip's syntax question is the first one's, answered once by the client (a cache hit)
+    assert r1["llm_calls"] == len(calls) == len(script.requests) + 1 == 12
+    assert [e["step"] for e in calls if e["cache_hit"]] == ["syntax_analysis"]
+    paid = [e for e in calls if not e["cache_hit"]]
+    assert r1["tokens"] == sum(e["prompt_tokens"] + e["completion_tokens"] for e in paid) > 0
     assert r1["cost_usd"] == 0 and r1["unknown_price"] == ["scripted"] and r1["models"] == ["scripted"]
     assert r1["started"] == events[0]["ts"] and r1["duration_s"] > 0
     unfinished = found["x/y/z"]

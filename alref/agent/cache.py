@@ -21,7 +21,8 @@ class AnswerCache:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def key(self, payload: Any) -> str:
+    @staticmethod
+    def key(payload: Any) -> str:
         """sha256 of the canonical JSON of ``payload`` (sorted keys, no whitespace)."""
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()

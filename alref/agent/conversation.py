@@ -34,14 +34,10 @@ def trace_context(state: ClipState, **extra: Any) -> dict[str, Any]:
 
 
 def ask(ctx: AgentContext, conversation: list[Message], step: str, context: dict[str, Any],
-        schema: type[BaseModel] | None = None) -> LLMReply:  # fmt: skip
-    """Ask with the whole conversation so far; transport failures mark the LLM down for the run
-    when they are fatal, and are re-raised for the node to route to its fallback."""
-    try:
-        return ctx.llm.ask(turns(conversation), schema, step=step, context=context)
-    except LLMUnavailableError as error:
-        ctx.note_failure(error)
-        raise
+        schema: type[BaseModel] | None = None, once: bool = False) -> LLMReply:  # fmt: skip
+    """Ask with the whole conversation so far; a failure is raised for the node to route to its
+    fallback (a fatal one also marks the client dead, so later steps stop asking)."""
+    return ctx.llm.ask(turns(conversation), schema, step=step, context=context, once=once)
 
 
 def describe(

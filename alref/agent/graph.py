@@ -8,9 +8,11 @@ Per (reference, clip) branch — fanned out with ``Send`` under ``max_concurrenc
       └─► syntax_analysis ────────────────────────────────────────────────────────────────────────┴─► choose_box
     choose_box ─ valid ─► finish_clip;  invalid ─► choose_box;  exhausted / LLM down ─► choose_box_fallback ─► finish_clip
 
-then one ``propagate`` node for the whole video. ``graph`` below is the compiled graph without a
-checkpointer, for LangGraph's own tooling (``langgraph.json``); runs use :func:`build_graph` with
-a SqliteSaver so an interrupted run resumes.
+then ``decide_references`` collects each reference's clips and applies the not-found rules. The
+graph decides and nothing else: its output is its state (``results``: a :class:`ReferenceDecision`
+per reference); it writes no masks and calls back into nobody. Its runtime context is an
+:class:`~alref.agent.context.AgentContext` of fixed dependencies. :func:`alref.agent.select.select_pivots`
+runs it (checkpointed, so an interrupted run resumes through the checkpointer alone).
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ from langgraph.types import Send
 from alref.agent.context import AgentContext
 from alref.agent.nodes.choose_box import choose_box, choose_box_fallback, route_after_choose_box
 from alref.agent.nodes.choose_frame import choose_frame, choose_frame_fallback, route_after_choose_frame
+from alref.agent.nodes.decide_references import decide_references
 from alref.agent.nodes.describe_boxes import describe_boxes
 from alref.agent.nodes.describe_event import describe_event
 from alref.agent.nodes.finish_clip import finish_clip
 from alref.agent.nodes.ground_candidates import ground_candidates, route_after_ground_candidates
-from alref.agent.nodes.propagate import propagate
 from alref.agent.nodes.syntax_analysis import syntax_analysis
-from alref.agent.state import ClipOutput, ClipState, RunState
+from alref.agent.state import ClipOutput, ClipState, PivotInput, PivotOutput, PivotState
 
 Node = Callable[[Any, Runtime[AgentContext]], dict[str, Any]]
 
@@ -43,7 +45,7 @@ def _summary(update: dict[str, Any]) -> dict[str, Any]:
     for key, value in update.items():
         if key == "conversation":
             out["turns"] = len(value)
-        elif key == "clip_results":
+        elif key in ("decisions", "results"):
             continue
         elif isinstance(value, str):
             out[key] = value if len(value) <= 300 else value[:300] + "…"
@@ -109,32 +111,31 @@ def build_clip_graph():
     return g.compile()
 
 
-def fan_out(state: RunState) -> list[Send]:
-    """One branch per (reference, clip)."""
-    return [
-        Send(
-            "clip",
-            {
+def fan_out(state: PivotState) -> list[Send]:
+    """One branch per (reference, clip), each with its reference's boxes on the clip's sampled frames."""
+    branches = []
+    for ref in state["references"]:
+        found = state["detections"][str(ref["id"])]
+        for clip in state["clips"]:
+            branch: ClipState = {
                 "ref_id": ref["id"],
                 "reference": ref["text"],
                 "clip": clip,
+                "detections": {str(f): found.get(str(f), []) for f in clip["samples"]},
                 "max_attempts": state["max_attempts"],
                 "hint_frame": ref.get("hint_frame"),
-            },
-        )
-        for ref in state["references"]
-        for clip in state["clips"]
-    ]
+            }
+            branches.append(Send("clip", branch))
+    return branches
 
 
 def build_graph(checkpointer: Any = None):
-    g = StateGraph(RunState, context_schema=AgentContext)
+    g = StateGraph(
+        PivotState, context_schema=AgentContext, input_schema=PivotInput, output_schema=PivotOutput
+    )
     g.add_node("clip", build_clip_graph())
-    g.add_node("propagate", propagate)
+    g.add_node("decide_references", traced("decide_references", decide_references))
     g.add_conditional_edges(START, fan_out, ["clip"])
-    g.add_edge("clip", "propagate")
-    g.add_edge("propagate", END)
+    g.add_edge("clip", "decide_references")
+    g.add_edge("decide_references", END)
     return g.compile(checkpointer=checkpointer)
-
-
-graph = build_graph()

@@ -7,9 +7,19 @@
   through an injectable ``sleep``; everything else fails at once with a one-line :class:`LLMUnavailableError`,
   and a text-only model that is sent an image fails with :class:`LLMCannotSeeImagesError`;
 - an on-disk answer cache keyed by everything sent (images by the sha256 of the bytes sent);
-- one ``llm_call`` trace event per question (images by path, never base64; the API key scrubbed).
+- one ``llm_call`` trace event per question (images by path, never base64; the API key scrubbed);
+- ``once=True``: a question that every branch asks alike (each clip of a reference asks the same
+  syntax question) is answered once for the client's life, even with the disk cache off; concurrent
+  identical asks wait for the first;
+- once a failure shows that no later call can succeed (refused connection, bad key, unknown model, a
+  text-only model), :attr:`LLMClient.dead` says why, so callers can stop asking;
+- counts of what happened (:meth:`LLMClient.usage`): asks, HTTP calls, transport retries, cache hits,
+  failures and the tokens of accepted requests.
 
-Parsing the answer is the caller's job (:func:`alref.agent.parsing.parse_answer`).
+Two kinds of callers share it: the strategy steps (:meth:`LLMClient.ask`: turns of text and image
+paths, raw text back) and the chat agent (:meth:`LLMClient.chat`: LangChain messages and tools, an
+``AIMessage`` back). Parsing a strategy answer is the caller's job
+(:func:`alref.agent.parsing.parse_answer`).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -45,10 +55,14 @@ from alref.trace.record import NullTracer, Tracer
 
 OPENAI_URL = "https://api.openai.com/v1"
 MAX_BACKOFF_S = 30.0
+#: failures after which no later call of this client can succeed
+FATAL_KINDS = frozenset({"connection", "auth", "not_found", "cannot_see_images"})
 
 __all__ = [
+    "FATAL_KINDS",
     "LLMCannotSeeImagesError",
     "LLMClient",
+    "LLMUsage",
     "LLMError",
     "LLMReply",
     "LLMUnavailableError",
@@ -78,6 +92,20 @@ class LLMReply:
 
 
 _CACHED = ("text", "prompt_tokens", "completion_tokens", "structured", "finish_reason")
+
+
+class LLMUsage(TypedDict):
+    """What one client did, counted as it happened (result.json's ``llm``)."""
+
+    model: str
+    asks: int  # questions asked by alref (each one llm_call trace event)
+    http_calls: int  # requests sent to the server, transport retries included
+    transport_retries: int  # requests re-sent after a timeout, 429, 5xx or refused connection
+    cache_hits: int  # questions answered from the disk cache or by an identical earlier question
+    failed: int  # questions that got no answer after the retries
+    prompt_tokens: int  # of the requests the server answered (its own usage figures)
+    completion_tokens: int
+    image_tokens_estimate: int  # estimated image tokens of the answered requests (OpenAI's formula)
 
 
 @dataclass(frozen=True)
@@ -173,17 +201,53 @@ class LLMClient:
         self._cache = AnswerCache(settings.cache_dir / "llm") if settings.cache else None
         self._structured_ok = settings.llm_json != "none"
         self._lock = threading.Lock()
-        self._calls = 0
         self._images: dict[tuple[str, int], _Image] = {}
+        self._memory: dict[str, dict[str, Any]] = {}  # answers of this client's life, by cache key
+        self._memory_locks: dict[str, threading.Lock] = {}
+        self._dead: str | None = None
+        self._dead_error: LLMUnavailableError | None = None
+        self._usage: LLMUsage = LLMUsage(model=self.model_name, asks=0, http_calls=0, transport_retries=0,
+                                         cache_hits=0, failed=0, prompt_tokens=0, completion_tokens=0,
+                                         image_tokens_estimate=0)  # fmt: skip
 
     @property
     def calls(self) -> int:
+        """HTTP requests sent so far."""
         with self._lock:
-            return self._calls
+            return self._usage["http_calls"]
 
     @property
     def structured_enabled(self) -> bool:
         return self._structured_ok
+
+    @property
+    def dead(self) -> str | None:
+        """Why no later call can succeed (the first fatal failure), or None."""
+        return self._dead
+
+    def usage(self) -> LLMUsage:
+        with self._lock:
+            return LLMUsage(**self._usage)  # type: ignore[typeddict-item]
+
+    def _count(self, **amounts: int) -> None:
+        with self._lock:
+            for key, value in amounts.items():
+                self._usage[key] += value  # type: ignore[literal-required]
+
+    def _note_failure(self, exc: BaseException) -> None:
+        self._count(failed=1)
+        if isinstance(exc, LLMUnavailableError) and exc.kind in FATAL_KINDS:
+            with self._lock:
+                if self._dead is None:
+                    self._dead, self._dead_error = str(exc), exc
+
+    def _check_alive(self) -> None:
+        """After a fatal failure no request is sent again: the same error, at once."""
+        error = self._dead_error
+        if error is not None:
+            raise type(error)(str(error), kind=error.kind, status=error.status, attempts=0)
+
+    # strategy steps: turns in, text out
 
     def ask(
         self,
@@ -192,8 +256,10 @@ class LLMClient:
         *,
         step: str,
         context: Mapping[str, Any] | None = None,
+        once: bool = False,
     ) -> LLMReply:
-        """Send ``turns`` and return the raw answer; raises :class:`LLMUnavailableError` on failure."""
+        """Send ``turns`` and return the raw answer; raises :class:`LLMUnavailableError` on failure.
+        ``once``: answer this exact question once for the client's life (see the module docstring)."""
         started = time.monotonic()
         images = [[self._image(p) for p in turn.images] for turn in turns]
         detail = self.settings.llm_image_detail
@@ -201,39 +267,154 @@ class LLMClient:
         structured = schema is not None and self._structured_ok
         event = {"step": step, "context": dict(context or {}), "model": self.model_name}
         event["messages"] = self._trace_messages(turns)
+        self._count(asks=1)
         try:
-            reply = self._cached_call(turns, images, schema, structured, step)
+            reply = self._cached_call(turns, images, schema, structured, step, once)
         except Exception as exc:
+            self._note_failure(exc)
             latency = round(time.monotonic() - started, 4)
             kind = exc.kind if isinstance(exc, LLMUnavailableError) else type(exc).__name__
             attempts = exc.attempts if isinstance(exc, LLMUnavailableError) else None
             failure = {"error_kind": kind, "error": str(exc), "transport_attempts": attempts}
-            failure |= {"latency_s": latency, "structured": structured, "image_tokens_estimate": estimate}
+            failure |= {"latency_s": latency, "structured": structured, "image_tokens_estimate": 0}
             self.tracer.event("llm_call", **event, ok=False, **failure)
             raise
-        reply.image_tokens_estimate = estimate
+        reply.image_tokens_estimate = 0 if reply.cache_hit else estimate
         reply.latency_s = round(time.monotonic() - started, 4)
+        self._count_reply(reply)
         outcome = {k: v for k, v in vars(reply).items() if k != "text"}
         self.tracer.event("llm_call", **event, ok=True, answer=reply.text, **outcome)
         return reply
 
+    def _count_reply(self, reply: LLMReply) -> None:
+        if reply.cache_hit:
+            self._count(cache_hits=1)
+            return
+        self._count(prompt_tokens=reply.prompt_tokens or 0, completion_tokens=reply.completion_tokens or 0,
+                    image_tokens_estimate=reply.image_tokens_estimate)  # fmt: skip
+
+    def _remembered(
+        self, key: str, compute: Callable[[], tuple[dict[str, Any], bool]]
+    ) -> tuple[dict[str, Any], bool]:
+        """``compute()`` once per key for this client's life (``compute`` returns (value, keep));
+        concurrent identical questions wait for the first, and none is sent once the client is dead.
+        Returns (value, answered_from_memory)."""
+        with self._lock:
+            lock = self._memory_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key in self._memory:
+                return self._memory[key], True
+            self._check_alive()
+            value, keep = compute()
+            if keep:
+                self._memory[key] = value
+            return value, False
+
     def _cached_call(
-        self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool, step: str
-    ) -> LLMReply:
-        if self._cache is None:
-            return self._call(turns, images, schema, structured, step)
-        key = self._cache.key(self._cache_payload(turns, images, schema, structured))
-        with self._cache.lock(key):  # concurrent identical questions wait for the first answer
-            stored = self._cache.get(key)
-            if stored is not None and isinstance(stored.get("text"), str):
-                return LLMReply(**{k: stored.get(k) for k in _CACHED}, cache_hit=True)
+        self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool, step: str,
+        once: bool = False,
+    ) -> LLMReply:  # fmt: skip
+        key = AnswerCache.key(self._cache_payload(turns, images, schema, structured))
+
+        def compute() -> tuple[dict[str, Any], bool]:
+            if self._cache is not None:
+                with self._cache.lock(key):  # another process may be asking the same
+                    stored = self._cache.get(key)
+                    if stored is not None and isinstance(stored.get("text"), str):
+                        return {**stored, "cache_hit": True}, True
+                    reply = self._call(turns, images, schema, structured, step)
+                    value = {"model": self.model_name, **{k: getattr(reply, k) for k in _CACHED}}
+                    if _keep(reply):
+                        self._cache.put(key, value)
+                        if reply.structured != structured:  # the schema was rejected: later asks send none
+                            self._cache.put(
+                                AnswerCache.key(self._cache_payload(turns, images, schema, False)), value
+                            )
+                    return {**value, "transport_attempts": reply.transport_attempts}, _keep(reply)
             reply = self._call(turns, images, schema, structured, step)
-            if reply.text.strip() and reply.finish_reason not in ("length", "content_filter"):
-                value = {"model": self.model_name, **{k: getattr(reply, k) for k in _CACHED}}
-                self._cache.put(key, value)
-                if reply.structured != structured:  # the schema was rejected: later asks send none
-                    self._cache.put(self._cache.key(self._cache_payload(turns, images, schema, False)), value)
-            return reply
+            value = {k: getattr(reply, k) for k in _CACHED}
+            return {**value, "transport_attempts": reply.transport_attempts}, _keep(reply)
+
+        value, remembered = self._remembered(key, compute) if once else (compute()[0], False)
+        hit = remembered or bool(value.get("cache_hit"))
+        return LLMReply(**{k: value.get(k) for k in _CACHED}, cache_hit=hit,
+                        transport_attempts=0 if hit else value.get("transport_attempts", 0))  # fmt: skip
+
+    # the chat agent: LangChain messages and tools in, an AIMessage out
+
+    def chat(
+        self,
+        messages: Sequence[BaseMessage],
+        tools: Sequence[Any] = (),
+        *,
+        images: Sequence[str] = (),
+        step: str = "chat",
+        context: Mapping[str, Any] | None = None,
+    ) -> AIMessage:
+        """One step of a tool-calling conversation, with the same retries, error recognition, cache
+        and trace as :meth:`ask`. ``images`` (file paths) are shown after the messages, as a user
+        turn; they are downscaled like every image alref sends, and saved in the trace."""
+        from langchain_core.messages import messages_from_dict, messages_to_dict
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        started = time.monotonic()
+        sent = [self._image(p) for p in images]
+        detail = self.settings.llm_image_detail
+        request = list(messages)
+        if sent:
+            parts: list[str | dict[str, Any]] = [{"type": "text", "text": "The images the last tools made:"}]
+            parts += [{"type": "image_url", "image_url": {"url": i.data_url, "detail": detail}} for i in sent]
+            request.append(HumanMessage(content=parts))
+        specs = [convert_to_openai_tool(t) for t in tools]
+        event: dict[str, Any] = {"step": step, "context": dict(context or {}), "model": self.model_name}
+        event["messages"] = self._trace_chat(messages, images)
+        self._count(asks=1)
+        payload = {"chat": self._cache_base(), "tools": specs,
+                   "messages": messages_to_dict(list(messages)), "images": [i.sha256 for i in sent]}  # fmt: skip
+        key = AnswerCache.key(payload)
+
+        def compute() -> tuple[dict[str, Any], bool]:
+            if self._cache is not None:
+                stored = self._cache.get(key)
+                if stored is not None and isinstance(stored.get("message"), dict):
+                    return {**stored, "cache_hit": True}, True
+            model = self.chat_model.bind_tools(specs) if specs else self.chat_model
+            answer, attempts = self._send(
+                lambda kwargs: model.invoke(request, **kwargs), bool(sent), None, step
+            )
+            value = {"message": messages_to_dict([answer])[0], "transport_attempts": attempts}
+            finish = answer.response_metadata.get("finish_reason")
+            keep = finish not in ("length", "content_filter") and bool(answer.content or answer.tool_calls)
+            if keep and self._cache is not None:
+                self._cache.put(key, {"model": self.model_name, "message": value["message"]})
+            return value, keep
+
+        try:
+            value, remembered = compute()[0], False
+        except Exception as exc:
+            self._note_failure(exc)
+            kind = exc.kind if isinstance(exc, LLMUnavailableError) else type(exc).__name__
+            attempts = exc.attempts if isinstance(exc, LLMUnavailableError) else None
+            self.tracer.event("llm_call", **event, ok=False, error_kind=kind, error=str(exc),
+                              transport_attempts=attempts, latency_s=round(time.monotonic() - started, 4),
+                              image_tokens_estimate=0)  # fmt: skip
+            raise
+        answer = messages_from_dict([value["message"]])[0]
+        hit = remembered or bool(value.get("cache_hit"))
+        usage = getattr(answer, "usage_metadata", None) or {}
+        reply = LLMReply(
+            text=_answer_text(answer), prompt_tokens=usage.get("input_tokens"),
+            completion_tokens=usage.get("output_tokens"),
+            image_tokens_estimate=0 if hit else sum(image_tokens(i.width, i.height, detail) for i in sent),
+            latency_s=round(time.monotonic() - started, 4), cache_hit=hit,
+            transport_attempts=0 if hit else value.get("transport_attempts", 0),
+            finish_reason=answer.response_metadata.get("finish_reason"),
+        )  # fmt: skip
+        self._count_reply(reply)
+        outcome = {k: v for k, v in vars(reply).items() if k != "text"}
+        calls = [{"name": c["name"], "args": c["args"]} for c in getattr(answer, "tool_calls", [])]
+        self.tracer.event("llm_call", **event, ok=True, answer=reply.text, tool_calls=calls, **outcome)
+        return answer  # type: ignore[return-value]
 
     # building requests
 
@@ -271,21 +452,19 @@ class LLMClient:
                 raise LLMError(f"only user turns can carry images (a {turn.role} turn has {len(sent)})")
         return messages
 
+    def _cache_base(self) -> dict[str, Any]:
+        s = self.settings
+        return dict(model=self.model_name, base_url=self.base_url, temperature=s.llm_temperature, seed=s.llm_seed,
+                    max_tokens=s.llm_max_tokens, detail=s.llm_image_detail)  # fmt: skip
+
     def _cache_payload(
         self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool
     ) -> dict[str, Any]:
-        s = self.settings
         sent = [
             {"role": t.role, "text": t.text, "images": [i.sha256 for i in im]}
             for t, im in zip(turns, images, strict=True)
         ]
-        return dict(
-            model=self.model_name,
-            base_url=self.base_url,
-            temperature=s.llm_temperature,
-            seed=s.llm_seed,
-            max_tokens=s.llm_max_tokens,
-            detail=s.llm_image_detail,
+        return self._cache_base() | dict(
             schema=None if schema is None else [schema.__name__, schema.model_json_schema()],
             structured=structured,
             messages=sent,
@@ -299,33 +478,80 @@ class LLMClient:
             for t in turns
         ]
 
+    def _trace_chat(self, messages: Sequence[BaseMessage], images: Sequence[str]) -> list[dict[str, Any]]:
+        """The chat's messages as the trace shows them: role, text, tool calls; the images sent after them."""
+        if not self.tracer.enabled:
+            return []
+        roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+        out: list[dict[str, Any]] = []
+        for m in messages:
+            entry: dict[str, Any] = {"role": roles.get(m.type, m.type), "text": _answer_text(m), "images": []}
+            if getattr(m, "tool_calls", None):
+                entry["tool_calls"] = [{"name": c["name"], "args": c["args"]} for c in m.tool_calls]
+            if m.type == "tool":
+                entry["tool"] = getattr(m, "name", None)
+            out.append(entry)
+        if images:
+            out.append({"role": "user", "text": "The images the last tools made:",
+                        "images": [self.tracer.image(p) for p in images]})  # fmt: skip
+        return out
+
     # calling
 
     def _call(
         self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool, step: str
     ) -> LLMReply:
         messages = self._messages(turns, images)
+        state = {"structured": structured}
+
+        def send(kwargs: dict[str, Any]) -> BaseMessage:
+            return self.chat_model.invoke(messages, **kwargs)
+
+        try:
+            message, attempts = self._send(send, any(images), schema if structured else None, step, state)
+        except _CutAnswer as cut:
+            return _from_completion(cut.completion, cut.attempts, state["structured"])
+        usage = getattr(message, "usage_metadata", None) or {}
+        return LLMReply(
+            text=_answer_text(message),
+            prompt_tokens=usage.get("input_tokens"),
+            completion_tokens=usage.get("output_tokens"),
+            transport_attempts=attempts,
+            structured=state["structured"],
+            finish_reason=message.response_metadata.get("finish_reason"),
+        )
+
+    def _send(
+        self,
+        send: Callable[[dict[str, Any]], BaseMessage],
+        has_images: bool,
+        schema: Any,
+        step: str,
+        state: dict[str, Any] | None = None,
+    ) -> tuple[BaseMessage, int]:
+        """``send`` with transport retries: (message, HTTP attempts). ``state["structured"]`` is turned
+        off when the server rejects the JSON schema (for the rest of this client's life)."""
+        state = state if state is not None else {"structured": False}
         attempts = retries = 0
         while True:
             kwargs: dict[str, Any] = {}
-            if structured and schema is not None:
+            if state["structured"] and schema is not None:
                 json_schema = {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False}
                 kwargs["response_format"] = {"type": "json_schema", "json_schema": json_schema}
             attempts += 1
-            with self._lock:
-                self._calls += 1
+            self._count(http_calls=1)
             try:
-                message = self.chat_model.invoke(messages, **kwargs)
+                return send(kwargs), attempts
             except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as exc:
                 # with a response_format the openai client raises instead of returning a cut answer
-                return _from_completion(getattr(exc, "completion", None), attempts, structured)
+                raise _CutAnswer(getattr(exc, "completion", None), attempts) from None
             except Exception as exc:
-                failure = classify(exc, any(images), structured)
+                failure = classify(exc, has_images, state["structured"])
                 if failure is None:
                     raise
                 trace = {"step": step, "status": failure.status, "error": self._scrub(failure.detail)}
                 if failure.kind == "schema_rejected" and self.settings.llm_json == "auto":
-                    self._structured_ok = structured = False  # for the rest of this client's life
+                    self._structured_ok = state["structured"] = False
                     self.tracer.event("llm_structured_disabled", **trace)
                     continue
                 if not failure.retryable or retries >= self.settings.llm_transport_retries:
@@ -337,17 +563,8 @@ class LLMClient:
                     "llm_retry", **trace, error_kind=failure.kind, attempt=attempts, wait_s=wait
                 )
                 retries += 1
+                self._count(transport_retries=1)
                 self._sleep(wait)
-                continue
-            usage = getattr(message, "usage_metadata", None) or {}
-            return LLMReply(
-                text=_answer_text(message),
-                prompt_tokens=usage.get("input_tokens"),
-                completion_tokens=usage.get("output_tokens"),
-                transport_attempts=attempts,
-                structured=structured,
-                finish_reason=message.response_metadata.get("finish_reason"),
-            )
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key and len(self._key) >= 4 else text
@@ -357,6 +574,16 @@ class LLMClient:
         return unavailable(
             failure, attempts, url=self.base_url, model=self.model_name, timeout=timeout, secret=self._key
         )
+
+
+class _CutAnswer(Exception):
+    def __init__(self, completion: Any, attempts: int) -> None:
+        self.completion, self.attempts = completion, attempts
+
+
+def _keep(reply: LLMReply) -> bool:
+    """Whether an answer may be reused: not empty, not cut at the token limit, not filtered."""
+    return bool(reply.text.strip()) and reply.finish_reason not in ("length", "content_filter")
 
 
 def _from_completion(completion: Any, attempts: int, structured: bool) -> LLMReply:

@@ -386,3 +386,36 @@ def _fill(spec: _Spec, values: dict[str, Any], reasoning: str, text: str) -> Bas
         raise _Invalid(
             f"the answer is invalid at {'.'.join(map(str, first['loc']))}: {first['msg']}"
         ) from None
+
+
+#: the keys small models use for a tool call written as JSON text
+_NAME_KEYS = ("name", "tool", "tool_name", "function", "action")
+_ARGS_KEYS = ("arguments", "args", "parameters", "input", "action_input")
+
+
+def _tool_call(data: Any) -> tuple[str, dict[str, Any]] | None:
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("function"), dict):  # the OpenAI shape {"type": "function", "function": {...}}
+        data = data["function"]
+    name = next((data[k] for k in _NAME_KEYS if isinstance(data.get(k), str)), None)
+    if name is None:
+        return None
+    args: Any = next((data[k] for k in _ARGS_KEYS if k in data), {})
+    if isinstance(args, str):
+        args = _loads(args) if args.strip() else {}
+    return (name, args) if isinstance(args, dict) else None
+
+
+def tool_calls_in_text(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """Tool calls a model wrote as JSON in its answer instead of ``tool_calls`` (what small local models
+    behind llama.cpp do with ``tool_choice="auto"``): ``{"name": ..., "arguments": {...}}`` (or
+    ``tool``/``args``/``parameters``), a list of them, or ``{"tool_calls": [...]}``, fenced or bare.
+    Returns (name, arguments) pairs; the caller checks the names against its tools."""
+    for data, _ in _candidates(text):
+        items = data.get("tool_calls") if isinstance(data, dict) and "tool_calls" in data else data
+        items = items if isinstance(items, list) else [items]
+        calls = [c for c in (_tool_call(item) for item in items) if c is not None]
+        if calls:
+            return calls
+    return []

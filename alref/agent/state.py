@@ -1,10 +1,14 @@
-"""Graph state. Only paths, ids, boxes, numbers and short texts live here (and so in checkpoints);
-frames and masks stay on disk or in the tools."""
+"""Graph state of the pivot selection. Only paths, ids, boxes, numbers and short texts live here (and
+so in checkpoints); frames and masks stay on disk or in the tools."""
 
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated
+
+from typing_extensions import TypedDict
+
+from alref.core.records import Candidate, Clip, ClipDecision, Reference, ReferenceDecision, StateDetections
 
 
 class Message(TypedDict):
@@ -15,20 +19,13 @@ class Message(TypedDict):
     images: list[str]
 
 
-class Candidate(TypedDict):
-    number: int  # 1-based, as drawn
-    colour: str  # the colour it was drawn in
-    box: list[float]  # xyxy pixels
-    score: float
-    phrase: str  # the detector's label (a hint)
-
-
 class ClipState(TypedDict, total=False):
     """State of one (reference, clip) branch."""
 
     ref_id: int
     reference: str
-    clip: dict[str, Any]  # index, start, end, samples (absolute frame indices)
+    clip: Clip
+    detections: StateDetections  # this reference's boxes on the clip's sampled frames
     max_attempts: int  # 1 + --llm-retries
     hint_frame: int | None  # a frame where the referent is easy to see (LBRU), absolute index
     conversation: list[Message]
@@ -58,18 +55,28 @@ class ClipState(TypedDict, total=False):
     box_reasoning: str
     box_decided_by: str
     box_fallback_reason: str | None
-    clip_results: Annotated[list[dict[str, Any]], operator.add]
+    decisions: Annotated[list[ClipDecision], operator.add]
 
 
 class ClipOutput(TypedDict):
-    clip_results: Annotated[list[dict[str, Any]], operator.add]
+    decisions: Annotated[list[ClipDecision], operator.add]
 
 
-class RunState(TypedDict, total=False):
-    """State of the whole pivot selection for one video."""
+class PivotInput(TypedDict, total=False):
+    """What the pivot selection decides about: every reference in every clip, with the detections."""
 
-    references: list[dict[str, Any]]  # {"id", "text"}
-    clips: list[dict[str, Any]]
+    references: list[Reference]
+    clips: list[Clip]
+    detections: dict[str, StateDetections]  # str(reference id) -> str(frame) -> boxes, best first
     max_attempts: int
-    clip_results: Annotated[list[dict[str, Any]], operator.add]
-    summary: dict[str, Any]  # written by propagate
+
+
+class PivotState(PivotInput, total=False):
+    """The whole pivot selection of one video; ``results`` is its output."""
+
+    decisions: Annotated[list[ClipDecision], operator.add]  # one per (reference, clip), any order
+    results: list[ReferenceDecision]  # per reference, clips in order (written by decide_references)
+
+
+class PivotOutput(TypedDict):
+    results: list[ReferenceDecision]

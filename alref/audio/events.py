@@ -31,6 +31,7 @@ import numpy as np
 from alref.audio.labels import LABEL_OBJECTS, label_to_object
 from alref.audio.signal import as_mono, rms_db, window_times
 from alref.audio.vocabulary import map_to_vocabulary
+from alref.media.audio import SAMPLE_RATE
 
 __all__ = [
     "LABEL_OBJECTS",  # re-exported from alref.audio.labels
@@ -321,3 +322,35 @@ def frames_to_remove(
         if not sounding[k]:
             removed.append(index)
     return removed
+
+
+# sound events of a whole track, as the pipeline and the chat use them
+
+WINDOW_S = 1.0
+
+
+def sound_events(waveform: np.ndarray, names: Sequence[str], settings: Any, tags: Any, matcher: Any) -> list:
+    """Events cut where adjacent one-second CLAP embeddings differ or the audio turns silent, each
+    with the categories (of ``names``) that sound in it; silence edges refined to 0.1 s."""
+    duration = len(waveform) / SAMPLE_RATE
+    embeddings = matcher.audio_embeddings(waveform, SAMPLE_RATE, window_s=WINDOW_S)
+    silent = silent_windows(
+        waveform, SAMPLE_RATE, window_s=WINDOW_S, energy_db=settings.energy_db,
+        silence_scores=[w.silence for w in tags.windows], silence_threshold=settings.silence_threshold,
+    )  # fmt: skip
+    n = min(len(embeddings), len(silent))
+    events = cut_events(embeddings[:n], WINDOW_S, settings.event_threshold, silent[:n], duration_s=duration)
+    if names:
+        per_event = event_embeddings(embeddings[:n], events, WINDOW_S)
+        assigned = assign_categories(
+            per_event, list(names), matcher.text_embeddings, silent=[e.silent for e in events]
+        )
+        for event, (sounding, scores) in zip(events, assigned, strict=True):
+            event.categories = sounding
+            event.scores = {k: round(float(v), 4) for k, v in scores.items()}
+    return refine_silence(events, waveform, SAMPLE_RATE, energy_db=settings.energy_db)
+
+
+def silent_frames(events: Sequence[Any], category: str, info: Any) -> set[int]:
+    """Frames whose centre falls in an event where ``category`` does not sound."""
+    return set(frames_to_remove([(i + 0.5) / info.fps for i in range(info.num_frames)], events, category))

@@ -17,7 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from alref.config import OUTPUTS
 from alref.eval.catalog import DATASET_NAMES, PROTOCOLS
+from alref.options import Given, SettingsCommand, settings_options
 
 eval_app = typer.Typer(
     help="Benchmarks: run alref over Ref-DAVIS17, Ref-YouTube-VOS, MeViS or AVSBench, and score "
@@ -27,7 +29,6 @@ eval_app = typer.Typer(
 Protocol = Enum("Protocol", {name: name for name in PROTOCOLS}, type=str)  # type: ignore[misc]
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
-MODELS = "Models and method (as alref segment)"
 
 
 def _print_json(data: Any) -> None:
@@ -54,7 +55,9 @@ def score_cmd(
     protocol: Annotated[Protocol, typer.Option("--protocol", help="scoring protocol")],  # type: ignore[valid-type]
     pred: Annotated[Path, typer.Option("--pred", help="predictions folder")],
     gt: Annotated[Path, typer.Option("--gt", help="ground-truth folder")],
-    workers: Annotated[int | None, typer.Option(help="parallel threads [default: CPUs, at most 8]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="parallel threads", show_default="the CPUs, at most 8")
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the result (with its detail) as JSON")
     ] = False,
@@ -84,48 +87,36 @@ def score_cmd(
     out_console.print(_table(f"alref eval score · {name}", {k: result[k] for k in keys}, extra))
 
 
-@eval_app.command("run")
+@eval_app.command("run", cls=SettingsCommand)
+@settings_options(exclude=("overlay",))
 def run_cmd(
     dataset: Annotated[str, typer.Argument(metavar="DATASET", help=f"one of: {', '.join(DATASET_NAMES)}")],
     root: Annotated[Path, typer.Option("--root", help="the dataset folder")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (rerun to resume)")],
-    split: Annotated[str | None, typer.Option(help="dataset split [default: the usual one]")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="dataset split", show_default="the dataset's usual one")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N videos")] = None,
     videos: Annotated[
         list[str] | None, typer.Option("--videos", help="only these videos (repeat, or comma-separated)")
     ] = None,
-    models: Annotated[str | None, typer.Option(help="default, fast or smoke", rich_help_panel=MODELS)] = None,
-    grounding_model: Annotated[str | None, typer.Option(rich_help_panel=MODELS)] = None,
-    segmentation_model: Annotated[str | None, typer.Option(rich_help_panel=MODELS)] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cuda, mps, cpu", rich_help_panel=MODELS)] = None,
-    precision: Annotated[str | None, typer.Option(rich_help_panel=MODELS)] = None,
-    clip_frames: Annotated[int | None, typer.Option(rich_help_panel=MODELS)] = None,
-    samples: Annotated[int | None, typer.Option(rich_help_panel=MODELS)] = None,
-    box_threshold: Annotated[float | None, typer.Option(rich_help_panel=MODELS)] = None,
-    text_threshold: Annotated[float | None, typer.Option(rich_help_panel=MODELS)] = None,
-    llm: Annotated[
-        str | None, typer.Option("--llm", help="vision LLM (agent)", rich_help_panel=MODELS)
-    ] = None,
-    llm_base_url: Annotated[str | None, typer.Option(rich_help_panel=MODELS)] = None,
-    no_llm: Annotated[bool | None, typer.Option("--no-llm", rich_help_panel=MODELS)] = None,
-    offline: Annotated[bool | None, typer.Option("--offline", rich_help_panel=MODELS)] = None,
     overlay: Annotated[
-        bool, typer.Option("--overlay/--no-overlay", help="write each video's overlay.mp4")
+        bool,
+        typer.Option(
+            "--overlay/--no-overlay", help="write each video's overlay.mp4", rich_help_panel=OUTPUTS.panel
+        ),
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="redo every video")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    *,
+    given: Given,
 ) -> None:
     """Run alref over a dataset (one SAM 2 session per video for all its expressions), write the
     predictions in the dataset's layout, and print and save the benchmark's table. Resumable."""
     from alref.config import load_settings
     from alref.eval.runner import read_results, run_eval
 
-    settings = load_settings(
-        models=models, grounding_model=grounding_model, segmentation_model=segmentation_model, device=device,
-        precision=precision, clip_frames=clip_frames, samples=samples, box_threshold=box_threshold,
-        text_threshold=text_threshold, llm=llm, llm_base_url=llm_base_url, no_llm=no_llm, offline=offline,
-        overlay=overlay,
-    )  # fmt: skip
+    settings = load_settings(**given, overlay=overlay)  # off unless --overlay, as the README says
     names = [n.strip() for value in videos or [] for n in value.split(",") if n.strip()] or None
     try:
         summary = run_eval(

@@ -8,20 +8,12 @@ All indices in a ``Clip`` are absolute (frame numbers of the whole video, 0-base
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from alref.core.records import Clip
 
-@dataclass(frozen=True)
-class Clip:
-    index: int
-    start: int
-    end: int
-    samples: tuple[int, ...]
-
-    def __len__(self) -> int:
-        return self.end - self.start
+__all__ = ["Clip", "make_clips", "middle_clip", "sample_positions"]
 
 
 def sample_positions(length: int, samples: int) -> list[int]:
@@ -48,7 +40,7 @@ def make_clips(num_frames: int, clip_frames: int = 50, samples: int = 5) -> list
     for index, start in enumerate(range(0, num_frames, clip_frames)):
         end = min(start + clip_frames, num_frames)
         offsets = sample_positions(end - start, samples)
-        clips.append(Clip(index, start, end, tuple(start + o for o in offsets)))
+        clips.append(Clip(index=index, start=start, end=end, samples=[start + o for o in offsets]))
     return clips
 
 

@@ -48,6 +48,23 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def write_jpeg(path: Path, image: np.ndarray, quality: int = 92) -> str:
+    """An RGB uint8 image as a JPEG file (atomically); returns the path as a string."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return str(path)
+
+
+def save_samples(frames: Mapping[int, np.ndarray], path_of: Any) -> None:
+    """Sampled frames as JPEG files (``path_of(frame)`` names each; existing files are kept): the
+    agent's images are referenced by path, never held in state."""
+    for index, frame in frames.items():
+        path = Path(path_of(index))
+        if not path.is_file():
+            write_jpeg(path, frame, quality=95)
+
+
 def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

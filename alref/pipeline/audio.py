@@ -14,25 +14,33 @@ is silent.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from alref.audio.events import WINDOW_S, silent_frames, sound_events
 from alref.config import Settings
+from alref.core.workspace import Workspace
 from alref.errors import InputError
 from alref.media.audio import SAMPLE_RATE, load_audio
 from alref.media.tiles import tile_frames
 from alref.media.video import VideoInfo
-from alref.media.writers import atomic_write_bytes
-from alref.tools.loading import ModelSource, model_name, resolve
+from alref.media.writers import write_jpeg
+from alref.tools.loading import ModelSource, audio_models
 
 VIDEO_TRACK = "@video"
-WINDOW_S = 1.0
+__all__ = [
+    "VIDEO_TRACK",
+    "AudioPlan",
+    "AudioRequest",
+    "audio_models",
+    "plan_audio",
+    "silent_frames",
+    "sound_events",
+]
 
 
 @dataclass(frozen=True)
@@ -63,13 +71,6 @@ class AudioPlan:
     @property
     def hints(self) -> dict[int, int]:
         return {c["id"]: c["hint_frame"] for c in self.categories if c.get("hint_frame") is not None}
-
-
-def audio_models(settings: Settings) -> tuple[ModelSource, ModelSource]:
-    return (
-        resolve(model_name(settings, "audio_tagging"), "audio_tagging", settings),
-        resolve(model_name(settings, "audio_text"), "audio_text", settings),
-    )
 
 
 SHIPPED_VOCABULARIES = {"avsbench": "avsbench_categories.txt"}
@@ -111,47 +112,8 @@ def sound_reference(category: str) -> str:
     return f"the {category} that is making sound"
 
 
-def sound_events(
-    waveform: np.ndarray, names: Sequence[str], settings: Settings, tags: Any, matcher: Any
-) -> list:
-    """Events cut where adjacent one-second CLAP embeddings differ or the audio turns silent, each
-    with the categories (of ``names``) that sound in it; silence edges refined to 0.1 s."""
-    from alref.audio.events import (
-        assign_categories,
-        cut_events,
-        event_embeddings,
-        refine_silence,
-        silent_windows,
-    )
-
-    duration = len(waveform) / SAMPLE_RATE
-    embeddings = matcher.audio_embeddings(waveform, SAMPLE_RATE, window_s=WINDOW_S)
-    silent = silent_windows(
-        waveform, SAMPLE_RATE, window_s=WINDOW_S, energy_db=settings.energy_db,
-        silence_scores=[w.silence for w in tags.windows], silence_threshold=settings.silence_threshold,
-    )  # fmt: skip
-    n = min(len(embeddings), len(silent))
-    events = cut_events(embeddings[:n], WINDOW_S, settings.event_threshold, silent[:n], duration_s=duration)
-    if names:
-        per_event = event_embeddings(embeddings[:n], events, WINDOW_S)
-        assigned = assign_categories(
-            per_event, list(names), matcher.text_embeddings, silent=[e.silent for e in events]
-        )
-        for event, (sounding, scores) in zip(events, assigned, strict=True):
-            event.categories = sounding
-            event.scores = {k: round(float(v), 4) for k, v in scores.items()}
-    return refine_silence(events, waveform, SAMPLE_RATE, energy_db=settings.energy_db)
-
-
-def silent_frames(events: Sequence[Any], category: str, info: VideoInfo) -> set[int]:
-    """Frames whose centre falls in an event where ``category`` does not sound."""
-    from alref.audio.events import frames_to_remove
-
-    return set(frames_to_remove([(i + 0.5) / info.fps for i in range(info.num_frames)], events, category))
-
-
 def _lbru_tile(
-    frames: dict[int, np.ndarray], count: int, work: Path, settings: Settings
+    frames: dict[int, np.ndarray], count: int, workspace: Workspace, settings: Settings
 ) -> tuple[str, list[int]]:
     indices = sorted(frames)
     if len(indices) > count:
@@ -162,11 +124,7 @@ def _lbru_tile(
         settings.tile_columns,
         settings.tile_max_side,
     )
-    path = work / "agent" / "tiles" / "lbru.jpg"
-    buffer = io.BytesIO()
-    Image.fromarray(tile.image).save(buffer, format="JPEG", quality=92)
-    atomic_write_bytes(path, buffer.getvalue())
-    return str(path), indices
+    return write_jpeg(workspace.lbru_tile, tile.image), indices
 
 
 def plan_audio(
@@ -175,7 +133,7 @@ def plan_audio(
     info: VideoInfo,
     settings: Settings,
     sampled_frames: dict[int, np.ndarray],
-    work: Path,
+    workspace: Workspace,
     sources: tuple[ModelSource, ModelSource],
     device: str,
     lbru_context: Any = None,
@@ -202,7 +160,7 @@ def plan_audio(
             "dropped": [],
         }
     elif lbru_context is not None:
-        tile, frames = _lbru_tile(sampled_frames, settings.lbru_frames, work, settings)
+        tile, frames = _lbru_tile(sampled_frames, settings.lbru_frames, workspace, settings)
         lbru = run_lbru(lbru_context, offered, tile, frames, vocabulary)
         lbru["tile"] = tile
     else:

@@ -9,8 +9,9 @@ from typing import Any
 
 import alref
 from alref.config import Settings
-from alref.media.sampling import Clip
-from alref.trace.record import Tracer, read_events
+from alref.core.baseline import sample_scores
+from alref.core.records import Clip, ClipDecision, Detections, ReferenceDecision
+from alref.core.workspace import MASKS_FILE, OVERLAY_FILE, RESULT_FILE
 
 SMOKE_NOTE = "made with the smoke profile: tiny random-weight models, the masks are meaningless"
 
@@ -21,37 +22,11 @@ def llm_label(settings: Settings, chat_model: Any) -> str:
     return f"{settings.llm_model} at {settings.llm_base_url or 'OpenAI'}"
 
 
-def llm_usage(tracer: Tracer, llm: Any) -> dict[str, Any]:
-    """Totals over this run's LLM calls, from the trace."""
-    calls = [e for e in read_events(tracer.folder) if e.get("kind") == "llm_call"]
-    total = lambda key: sum(e.get(key) or 0 for e in calls if not e.get("cache_hit"))  # noqa: E731
-    return {
-        "model": llm.model_name,
-        "asks": len(calls),
-        "http_calls": llm.calls,
-        "cache_hits": sum(1 for e in calls if e.get("cache_hit")),
-        "failed": sum(1 for e in calls if e.get("error")),
-        "prompt_tokens": total("prompt_tokens"),
-        "completion_tokens": total("completion_tokens"),
-        "image_tokens_estimate": total("image_tokens_estimate"),
-    }
-
-
-def apply_agent_outcome(
-    result: dict[str, Any], not_found: dict[int, str], llm_summary, settings: Settings, chat_model
-) -> None:
-    if llm_summary is None:
-        return
+def apply_agent_outcome(result: dict[str, Any], usage: Any, settings: Settings, chat_model: Any) -> None:
+    """The agent's mode and what its LLM client counted."""
     result["mode"] = "agent"
     result["mode_reason"] = f"GPT-PS pivot selection with {llm_label(settings, chat_model)}"
-    result["llm"] = llm_summary | {"base_url": settings.llm_base_url, "retries": settings.llm_retries}
-    for ref in result["references"]:
-        if ref["id"] in not_found:
-            ref["status"], ref["reason"] = "not_found", not_found[ref["id"]]
-    found = sum(r["status"] == "ok" for r in result["references"])
-    result["status"] = (
-        "ok" if found == len(result["references"]) else ("not_found" if found == 0 else "partial")
-    )
+    result["llm"] = dict(usage) | {"base_url": settings.llm_base_url, "retries": settings.llm_retries}
 
 
 def apply_audio_plan(result: dict[str, Any], plan: Any, sink: Any, sources: Any) -> None:
@@ -72,7 +47,7 @@ def apply_audio_plan(result: dict[str, Any], plan: Any, sink: Any, sources: Any)
 
 
 def finished_result(out: Path, run_key: str) -> dict[str, Any] | None:
-    path = out / "result.json"
+    path = out / RESULT_FILE
     if not path.is_file():
         return None
     try:
@@ -81,29 +56,47 @@ def finished_result(out: Path, run_key: str) -> dict[str, Any] | None:
         return None
     if data.get("run_key") != run_key:
         return None
-    needed = [out / "masks.json", out / "masks"] + (
-        [out / "overlay.mp4"] if data.get("outputs", {}).get("overlay") else []
+    needed = [out / MASKS_FILE, out / "masks"] + (
+        [out / OVERLAY_FILE] if data.get("outputs", {}).get("overlay") else []
     )
     return data if all(p.exists() for p in needed) else None
 
 
+def clip_entry(decision: ClipDecision, detections: Detections) -> dict[str, Any]:
+    """A clip of result.json: the decision, with the sampled frames' top scores and rounded numbers."""
+    entry: dict[str, Any] = {k: decision[k] for k in ("clip", "start", "end", "samples")}  # type: ignore[literal-required]
+    entry["sample_scores"] = sample_scores(decision, detections)
+    entry |= {k: v for k, v in decision.items() if k not in entry and k != "ref_id"}
+    box, score = decision["pivot_box"], decision["pivot_score"]
+    entry["pivot_box"] = [round(v, 2) for v in box] if box else None
+    entry["pivot_score"] = round(score, 4) if score is not None else None
+    return entry
+
+
 def build_result(
-    video, references, settings, models, clips: list[Clip], detections, pivots, starts, sink, timer, run_key
-):
+    video, settings, models, clips: list[Clip], detections, results: list[ReferenceDecision], starts, sink,
+    timer, run_key,
+):  # fmt: skip
     refs = []
-    for obj, ref in enumerate(references, start=1):
-        found = starts[obj]["frame"] is not None
+    for r in results:
+        obj = r["id"]
+        started = starts[obj]["frame"] is not None
+        if r["not_found"] or not started:
+            status, reason = (
+                "not_found",
+                r["not_found"] or "no candidate box in any sampled frame of any clip",
+            )
+        else:
+            status, reason = "ok", starts[obj]["reason"]
         refs.append(
             {
                 "id": obj,
-                "text": ref,
-                "status": "ok" if found else "not_found",
-                "reason": starts[obj]["reason"]
-                if found
-                else "no candidate box in any sampled frame of any clip",
+                "text": r["text"],
+                "status": status,
+                "reason": reason,
                 "start_frame": starts[obj]["frame"],
                 "propagated_from": starts[obj].get("propagated_from"),
-                "clips": [p.to_dict(detections[obj]) for p in pivots[obj]],
+                "clips": [clip_entry(d, detections[obj]) for d in r["clips"]],
                 "masks": sink.summary(obj),
             }
         )
@@ -121,9 +114,7 @@ def build_result(
     result |= {
         "input": video.info.to_dict(),
         "references": refs,
-        "clips": [
-            {"index": c.index, "start": c.start, "end": c.end, "samples": list(c.samples)} for c in clips
-        ],
+        "clips": [dict(c) for c in clips],
         "settings": settings.public_dict(),
         "models": models.describe(),
         "device": models.device,

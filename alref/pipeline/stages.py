@@ -1,5 +1,5 @@
 """The stages of a run that touch frames and models: one decoding pass, detection on the sampled
-frames, SAM 2 propagation, and the files the agent reads (sampled frames as JPEG).
+frames, and SAM 2 propagation of the decided pivots.
 
 Memory: one decoding pass writes every frame, resized to SAM 2's square input, into a uint8 memmap
 in ``<out>/work/`` (side² × 3 bytes per frame: 3 MiB at 1024 px) and keeps only the sampled frames
@@ -8,46 +8,34 @@ at full resolution (H × W × 3 bytes each, e.g. 2.6 MiB at 720p, ``samples`` pe
 
 from __future__ import annotations
 
-import io
 import json
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
+from alref.core.baseline import start_frame
+from alref.core.records import Detection, ReferenceDecision
+from alref.core.workspace import Workspace
+from alref.media.masks import MaskSink
 from alref.media.video import Video
-from alref.media.writers import atomic_write_bytes, atomic_write_json
-from alref.pipeline.baseline import ClipPivot, start_frame
+from alref.media.writers import atomic_write_json
 from alref.pipeline.keys import digest
-from alref.pipeline.outputs import MaskSink
 from alref.progress import Reporter
-from alref.tools.grounding import Detection
 from alref.tools.segmentation import MemmapFrameStore, Sam2VideoSegmenter
-
-
-def save_samples(frames: dict[int, np.ndarray], folder: Path) -> None:
-    """The sampled frames as JPEG files: the agent's images are referenced by path, never held in state."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for index, frame in frames.items():
-        path = folder / f"{index}.jpg"
-        if not path.is_file():
-            buffer = io.BytesIO()
-            Image.fromarray(frame).save(buffer, format="JPEG", quality=95)
-            atomic_write_bytes(path, buffer.getvalue())
 
 
 def decode(
     video: Video,
     segmenter: Sam2VideoSegmenter,
     sampled: list[int],
-    work: Path,
+    workspace: Workspace,
     reporter: Reporter,
     video_digest: str,
 ):
     info = video.info
     side = segmenter.image_size
-    store_path = work / f"frames_{side}.u8"
-    done_marker = work / f"frames_{side}.done"
+    store_path = workspace.frame_store(side)
+    done_marker = workspace.frame_store_done(side)
     wanted = set(sampled)
     store = MemmapFrameStore(store_path, info.num_frames, side)
     keep: dict[int, np.ndarray] = {}
@@ -76,10 +64,10 @@ def decode(
 
 
 def detect(
-    detector, references, sampled, frames, settings, models, work, reporter, run_key
+    detector, references, sampled, frames, settings, models, workspace: Workspace, reporter, run_key
 ) -> dict[int, dict[int, list[Detection]]]:
     """Detections per object id and sampled frame; saved in work/ so a resumed run skips this."""
-    cache = work / "detections.json"
+    cache = workspace.detections
     key = digest(
         [
             run_key,
@@ -135,29 +123,30 @@ def detect(
 
 
 def propagate_all(
-    segmenter, store, info, pivots: dict[int, list[ClipPivot]], sink: MaskSink, reporter: Reporter
+    segmenter, store, info, results: Sequence[ReferenceDecision], sink: MaskSink, reporter: Reporter
 ) -> dict[int, dict]:
-    """Prompt SAM 2 with every valid clip pivot of every object and propagate once, both ways."""
-    starts = {obj: dict(zip(("frame", "reason"), start_frame(p), strict=True)) for obj, p in pivots.items()}
-    prompted = [obj for obj in pivots if starts[obj]["frame"] is not None]
+    """Prompt SAM 2 with every valid clip pivot of every reference and propagate once, both ways.
+    Returns, per reference id, where its propagation started and why."""
+    starts = {r["id"]: dict(zip(("frame", "reason"), start_frame(r["clips"]), strict=True)) for r in results}
+    prompted = [r for r in results if starts[r["id"]]["frame"] is not None]
     if prompted:
         session = segmenter.start_session(store, info.height, info.width)
-        for obj in prompted:
-            for p in pivots[obj]:
-                if p.valid:
-                    session.add_box(p.frame, obj, p.box)
+        for ref in prompted:
+            for d in ref["clips"]:
+                if d["valid"]:
+                    session.add_box(d["pivot_frame"], ref["id"], tuple(d["pivot_box"]))
         # one propagation serves every object; it starts at the first object's start frame
-        first = starts[prompted[0]]["frame"]
+        first = starts[prompted[0]["id"]]["frame"]
         with reporter.stage("propagation", info.num_frames) as stage:
             for frame, masks in session.propagate(first, progress=stage.advance):
                 sink.add(frame, masks)
-        for obj in prompted:
-            starts[obj]["propagated_from"] = first
+        for ref in prompted:
+            starts[ref["id"]]["propagated_from"] = first
     sink.fill_missing()
     return starts
 
 
-def remove_frame_store(store: MemmapFrameStore, work: Path) -> None:
+def remove_frame_store(store: MemmapFrameStore) -> None:
     """The decoded frames only serve an interrupted run; once finished they go (3 MiB/frame at 1024 px)."""
     for leftover in (store.path, store.path.with_suffix(".done")):
         leftover.unlink(missing_ok=True)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
+from alref.core.records import Detection
 from alref.tools.loading import ModelSource, load_once, load_pretrained, resolve_device
 
 if TYPE_CHECKING:
@@ -37,18 +37,6 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------------------
 # results
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One box GroundingDINO proposes for a phrase."""
-
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the image given, clipped to it
-    score: float
-    phrase: str  # the words of the phrase this box matched ("" if none passed text_threshold)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"box": [round(v, 2) for v in self.box], "score": round(self.score, 4), "phrase": self.phrase}
 
 
 def normalize_phrase(phrase: str) -> str:

@@ -254,3 +254,11 @@ def load_pretrained(source: ModelSource, device: str, model_cls: Any, processor_
 def wrap_load_error(source: ModelSource, exc: Exception) -> ModelLoadError:
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     return ModelLoadError(f"model {source.name} ({source.role}) at {source.path} does not load: {first}")
+
+
+def audio_models(settings: Settings) -> tuple[ModelSource, ModelSource]:
+    """The audio tagger's and the audio-text model's sources (profile, or the settings' overrides)."""
+    return (
+        resolve(model_name(settings, "audio_tagging"), "audio_tagging", settings),
+        resolve(model_name(settings, "audio_text"), "audio_text", settings),
+    )

@@ -49,12 +49,22 @@ if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
 
     from alref.config import Settings
-    from alref.tools.grounding import Detection
+    from alref.core.records import Detection
     from alref.tools.loading import ModelSource
     from alref.tools.segmentation import FrameStore
 
 __all__ = ["BUILTIN", "DEFAULTS", "GROUP", "BrokenTool", "Grounder", "Segmenter", "SegmenterSession"]
-__all__ += ["ToolSpec", "broken", "for_role", "model_source", "one_line", "registry", "select"]
+__all__ += [
+    "Models",
+    "ToolSpec",
+    "broken",
+    "for_role",
+    "model_source",
+    "one_line",
+    "registry",
+    "resolve_models",
+]
+__all__ += ["select"]
 
 GROUP = "alref.tools"
 BUILTIN = "alref"
@@ -323,3 +333,51 @@ def model_source(spec: ToolSpec, settings: Settings) -> ModelSource | None:
         return None
     name = getattr(settings, f"{spec.role}_model", None) or spec.default_model
     return resolve(name, spec.role, settings)
+
+
+@dataclass
+class Models:
+    """The tools a run uses for grounding and segmentation, and where their models come from."""
+
+    grounding: ModelSource | None  # None: the tool has no model
+    segmentation: ModelSource | None
+    device: str
+    grounding_tool: ToolSpec
+    segmentation_tool: ToolSpec
+
+    @property
+    def smoke(self) -> bool:
+        return any(s is not None and s.smoke for s in (self.grounding, self.segmentation))
+
+    def describe(self) -> dict[str, Any]:
+        def one(tool: ToolSpec, source: ModelSource | None) -> dict[str, Any]:
+            return tool.describe() | (source.describe() if source else {})
+
+        return {
+            "grounding": one(self.grounding_tool, self.grounding),
+            "segmentation": one(self.segmentation_tool, self.segmentation),
+        }
+
+    def load_grounding(self) -> Any:
+        return self.grounding_tool.load(self.grounding, self.device)
+
+    def load_segmentation(self, settings: Settings) -> Any:
+        return self.segmentation_tool.load(
+            self.segmentation, self.device, precision=settings.precision,
+            offload_video=settings.offload_video, offload_state=settings.offload_state,
+        )  # fmt: skip
+
+
+def resolve_models(settings: Settings) -> Models:
+    """Pick the tools (built-in or plugins) and find their models before any decoding, so a missing
+    model fails fast."""
+    from alref.tools.loading import resolve_device
+
+    grounding, segmentation = (
+        select("grounding", settings.grounding),
+        select("segmentation", settings.segmentation),
+    )
+    return Models(
+        model_source(grounding, settings), model_source(segmentation, settings),
+        resolve_device(settings.device), grounding, segmentation,
+    )  # fmt: skip

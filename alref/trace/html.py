@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from alref.core.workspace import Workspace
 from alref.media.boxes import COLOURS
 from alref.trace.cost import Event, as_int, as_key, cost_estimate, cost_text
 from alref.trace.record import read_events, trace_folder
@@ -233,7 +234,7 @@ class _Page:
             f" · decided by {rec['decided_by']}" if rec.get("decided_by") else " · undecided"
         )
         out = [f"<details open><summary>{_e(head)}</summary>", "<h4>Decision</h4>" + self.decision(rec)]
-        agent, n = self.run / "work" / "agent", as_int(clip)
+        agent, n = Workspace(self.run).agent, as_int(clip)
         images = rec.get("images") if isinstance(rec.get("images"), dict) else {}
         tile = self.images.find(images.get("tile") or f"tiles/clip{n:03d}.jpg", agent)
         boxes = self.images.find(images.get("boxes"), agent) or self.images.find(
@@ -291,7 +292,7 @@ class _Page:
             messages = e.get("messages") if e.get("kind") == "llm_call" else None
             for m in messages if isinstance(messages, list) else []:
                 for rel in (m.get("images") if isinstance(m, dict) else None) or []:
-                    path = self.images.find(rel, self.run / "trace")
+                    path = self.images.find(rel, Workspace(self.run).trace)
                     figures.append(self.images.figure(path, f"sent with {e.get('step')}")[0])
         return figures
 
@@ -381,7 +382,7 @@ class _Page:
             shown.add(key)
             links = []
             for rel in m.get("images") if isinstance(m.get("images"), list) else []:
-                ident = self.images.figure(self.images.find(rel, self.run / "trace"), "image")[1]
+                ident = self.images.figure(self.images.find(rel, Workspace(self.run).trace), "image")[1]
                 links.append(f'<a href="#{ident}">[image]</a>' if ident else "[image missing]")
             role = f"<b>{_e(m.get('role'))}</b> {' '.join(links)}"
             turns.append(f'<div class="turn">{role}{_text(m.get("text"), "pre")}</div>')

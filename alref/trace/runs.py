@@ -52,6 +52,17 @@ def run_result(run: Path, events: list[Event]) -> dict[str, Any]:
     return result if isinstance(result, dict) and key and result.get("run_key") == key else {}
 
 
+def status_of(events: list[Event]) -> str:
+    """A run's status (its run_end event; ``unfinished`` without one); a chat's is its last turn's."""
+    end = run_end_event(events)
+    if end is not None:
+        return str(end.get("status", "?"))
+    turns = [e for e in events if e.get("kind") == "chat_turn"]
+    if turns and not any(e.get("kind") == "run_start" for e in events):
+        return str(turns[-1].get("status") or "ok")
+    return "unfinished"
+
+
 def run_end_event(events: list[Event]) -> Event | None:
     """The run_end event that closes the last run_start; None while the run is unfinished."""
     last_start = max((i for i, e in enumerate(events) if e.get("kind") == "run_start"), default=-1)
@@ -68,6 +79,8 @@ def run_summary(run: Path, events: list[Event] | None = None) -> dict[str, Any]:
     kinds = {e.get("kind") for e in events}
     if result.get("mode"):
         mode = str(result["mode"])
+    elif "chat_turn" in kinds:
+        mode = "chat"
     elif kinds & {"llm_call", "node_start"}:
         mode = "agent"
     else:
@@ -79,8 +92,8 @@ def run_summary(run: Path, events: list[Event] | None = None) -> dict[str, Any]:
     clips = {(as_key(e.get("ref")), as_key(e.get("clip"))) for e in events if e.get("kind") == "clip_decided"}
     return {
         "path": str(run),
-        "started": start.get("ts"),
-        "status": str(end.get("status", "?")) if end else "unfinished",
+        "started": start.get("ts") or (events[0].get("ts") if events else None),
+        "status": status_of(events),
         "mode": mode,
         "references": len(refs) if isinstance(refs, list) else 0,
         "clips": len(clips),

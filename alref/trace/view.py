@@ -11,6 +11,8 @@ from typing import Any
 from rich.markup import escape
 from rich.tree import Tree
 
+from alref.trace.runs import status_of
+
 
 def _where(event: dict[str, Any]) -> tuple[Any, Any]:
     context = event.get("context") or {}
@@ -64,7 +66,7 @@ def _event_line(e: dict[str, Any]) -> str | None:
 def render_tree(events: list[dict[str, Any]], run: Path | str = "") -> Tree:
     start = next((e for e in events if e.get("kind") == "run_start"), {})
     end = next((e for e in reversed(events) if e.get("kind") == "run_end"), {})
-    title = f"[bold]run[/] {escape(str(run))} · status {end.get('status', 'unfinished')}"
+    title = f"[bold]run[/] {escape(str(run))} · status {escape(status_of(events))}"
     if start.get("resumed"):
         title += " · resumed"
     tree = Tree(title)
@@ -96,7 +98,16 @@ def render_tree(events: list[dict[str, Any]], run: Path | str = "") -> Tree:
                 clip_node.add(f"[green]decision[/]: {_short(decided.get('reason'), 240)}")
     for e in grouped.get((None, None), []):
         if e.get("kind") == "chat_turn":
-            turn = tree.add(f"[bold]turn {e.get('turn')}[/]: “{_short(e.get('text'))}”")
+            turn = tree.add(
+                f"[bold]turn {e.get('turn')}[/]: “{_short(e.get('text'))}” · {escape(str(e.get('status') or 'ok'))}"
+            )
+            for call in (
+                c
+                for c in events
+                if c.get("kind") == "llm_call" and (c.get("context") or {}).get("turn") == e.get("turn")
+            ):
+                if (line := _event_line(call)) is not None:
+                    turn.add(line)
             for c in e.get("calls") or []:
                 mark = "[red]✗[/]" if c.get("error") else "[green]✓[/]"
                 turn.add(

@@ -2,15 +2,19 @@
 
     START ─► agent ─(tool calls)─► tools ─► remember ─► agent …   ─(no tool calls / step bound)─► END
 
-``tools`` is LangGraph's ToolNode with tool errors returned to the model as tool messages, so it
-can correct itself; ``remember`` copies the session's objects into the state (names and box
-prompts only) so a conversation resumed in a new process rebuilds its masks. Images made by tools
-are shown to the model on its next step and never stored in the state.
+``agent`` asks the model through the same :class:`~alref.agent.llm.LLMClient` as every strategy step
+(transport retries, 429 with Retry-After, the text-only-model check, the answer cache, ``llm_call``
+trace events with the images sent). A tool call the model wrote as JSON text instead of
+``tool_calls`` is read by the tolerant parser; an LLM that cannot be reached ends the turn with one
+line saying so, and the conversation stays resumable. ``tools`` is LangGraph's ToolNode with tool
+errors returned to the model as tool messages, so it can correct itself; ``remember`` copies the
+session's objects into the state (names and box prompts only) so a conversation resumed in a new
+process rebuilds its masks. Images made by tools are shown to the model on its next step and never
+stored in the state.
 """
 
 from __future__ import annotations
 
-import base64
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -24,10 +28,17 @@ from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 from typing_extensions import TypedDict
 
+from alref.agent.chat.select import make_select_referent
 from alref.agent.chat.session import ChatSession
 from alref.agent.chat.tools import make_tools
+from alref.agent.llm import LLMClient, LLMError
+from alref.agent.parsing import tool_calls_in_text
 from alref.errors import InputError
 from alref.trace.record import Tracer
+
+#: the name of the answers alref writes itself (an LLM failure, a tool call written as text); they are
+#: shown to the user and kept in the conversation, but never sent back to the model
+NOTICE = "alref"
 
 SYSTEM = """You help a person segment objects in a video ({frames} frames, {width}x{height}, {fps:.1f} fps; frame
 numbers start at 0). Use the tools: look at frames, find candidate boxes, segment and propagate objects, refine
@@ -44,32 +55,51 @@ class ChatState(TypedDict, total=False):
     steps: int
 
 
-def _image_message(paths: list[str]) -> HumanMessage:
-    parts: list[dict[str, Any]] = [{"type": "text", "text": "The images the last tools made:"}]
-    for path in paths:
-        data = base64.b64encode(Path(path).read_bytes()).decode()
-        parts.append(
-            {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}", "detail": "high"}}
-        )
-    return HumanMessage(content=parts)
+def recover_tool_calls(answer: AIMessage, names: set[str]) -> AIMessage:
+    """An answer without ``tool_calls`` whose text is a tool call (JSON) becomes a real tool call; one
+    that names no known tool becomes a plain notice to the user (nothing was done)."""
+    if answer.tool_calls or not isinstance(answer.content, str) or not answer.content.strip():
+        return answer
+    written = tool_calls_in_text(answer.content)
+    if not written:
+        return answer
+    known = [(name, args) for name, args in written if name in names]
+    if len(known) == len(written):
+        calls = [{"name": n, "args": a, "id": f"text_call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}
+                 for n, a in known]  # fmt: skip
+        return AIMessage(content="", tool_calls=calls, response_metadata=answer.response_metadata,
+                         additional_kwargs={"alref_from_text": True})  # fmt: skip
+    unknown = ", ".join(sorted({n for n, _ in written if n not in names}))
+    note = (f"The model wrote a tool call as text instead of calling a tool, for a tool that does not exist "
+            f"({unknown}); nothing was done. Ask again, or use a model that supports tool calling.")  # fmt: skip
+    return AIMessage(content=note, name=NOTICE)
 
 
-def build_chat_graph(session: ChatSession, model: Any, tools: list, max_steps: int, checkpointer: Any = None):
-    bound = model.bind_tools(tools)
+def build_chat_graph(
+    session: ChatSession, llm: LLMClient, tools: list, max_steps: int, checkpointer: Any = None
+):
+    names = {t.name for t in tools}
 
     def agent(state: ChatState) -> dict[str, Any]:
         steps = state.get("steps", 0)
         if steps >= max_steps:
             note = f"I stopped after {max_steps} steps in this turn; tell me how to go on."
-            return {"messages": [AIMessage(content=note)], "steps": steps}
+            return {"messages": [AIMessage(content=note, name=NOTICE)], "steps": steps}
         info = session.info
         system = SYSTEM.format(frames=info.num_frames, width=info.width, height=info.height, fps=info.fps,
                                objects=session.describe_objects() or "none")  # fmt: skip
-        messages: list[BaseMessage] = [SystemMessage(content=system), *state["messages"]]
-        if session.pending_images:  # shown now, never stored in the state
-            messages.append(_image_message(session.pending_images))
-            session.pending_images = []
-        return {"messages": [bound.invoke(messages)], "steps": steps + 1}
+        history = [m for m in state["messages"] if getattr(m, "name", None) != NOTICE]
+        images, session.pending_images = session.pending_images, []  # shown now, never stored in the state
+        turn = sum(isinstance(m, HumanMessage) for m in state["messages"])
+        try:
+            answer = llm.chat([SystemMessage(content=system), *history], tools, images=images, step="chat",
+                              context={"turn": turn, "step": steps + 1})  # fmt: skip
+        except LLMError as exc:
+            session.pending_images = images + session.pending_images
+            note = " ".join(f"The LLM gave no answer: {exc}".split())
+            return {"messages": [AIMessage(content=note, name=NOTICE, additional_kwargs={"alref_error": True})],
+                    "steps": steps}  # fmt: skip
+        return {"messages": [recover_tool_calls(answer, names)], "steps": steps + 1}
 
     def route(state: ChatState) -> str:
         last = state["messages"][-1]
@@ -123,26 +153,33 @@ def list_threads(db: Path) -> list[dict[str, Any]]:
 
 
 class Chat:
-    """One conversation: a session, its tools, the graph and its SQLite thread."""
+    """One conversation: a session, its tools, the graph and its SQLite thread.
+
+    ``model`` is an :class:`LLMClient`, any LangChain chat model (wrapped in one), or None (one built
+    from the settings); a client made here traces to the chat's folder. The pivot selection of ``select_referent`` uses the same client when an LLM is
+    configured in the settings, else the baseline."""
 
     def __init__(self, session: ChatSession, model: Any, saver: Any, thread: str | None = None, max_steps: int = 8,
                  select_referent: Any = None) -> None:  # fmt: skip
         self.session = session
         self.thread = thread or uuid.uuid4().hex[:8]
         self.config = {"configurable": {"thread_id": self.thread}, "recursion_limit": 4 * max_steps + 10}
+        settings = session.settings
+        if isinstance(model, LLMClient):
+            self.llm = model
+            self.tracer = model.tracer
+        else:
+            self.tracer = Tracer(
+                session.workspace.trace, secrets=[settings.api_key] if settings.api_key else []
+            )
+            self.llm = LLMClient(settings, chat_model=model, tracer=self.tracer)
+        if select_referent is None:
+            pivot_llm = self.llm if settings.llm_configured else None
+            select_referent = make_select_referent(session, pivot_llm, saver, self.thread)
         self.graph = build_chat_graph(
-            session, model, make_tools(session, select_referent or self._no_select), max_steps, saver
+            session, self.llm, make_tools(session, select_referent), max_steps, saver
         )
         self.turns = 0
-        self.tracer = Tracer(
-            session.out / "trace", secrets=[session.settings.api_key] if session.settings.api_key else []
-        )
-
-    @staticmethod
-    def _no_select(reference: str, object_id: int | None = None) -> dict[str, Any]:
-        raise InputError(
-            "select_referent needs the pivot selection; use ground_phrase and segment_box instead"
-        )
 
     @classmethod
     def saved_state(cls, saver: Any, thread: str) -> dict[str, Any]:
@@ -152,8 +189,10 @@ class Chat:
         return checkpoint.checkpoint.get("channel_values", {})
 
     def ask(self, text: str) -> dict[str, Any]:
-        """One user turn; returns what happened: tool calls with results, the answer, a preview."""
+        """One user turn; returns what happened: tool calls with results, the answer, a preview, the
+        turn's status (``ok``, or ``llm_error`` when the LLM gave no answer) and its LLM usage."""
         before = len(self.graph.get_state(self.config).values.get("messages", []))
+        usage_before = self.llm.usage()
         self.session.changed = False
         inputs = {"messages": [HumanMessage(content=text)], "steps": 0, "video": str(self.session.video_path),
                   "audio": str(self.session.audio_path) if self.session.audio_path else None}  # fmt: skip
@@ -172,7 +211,11 @@ class Chat:
         turn = len([m for m in state["messages"] if isinstance(m, HumanMessage)])
         preview = self.session.preview(turn) if self.session.changed else None
         answer = next((m.content for m in reversed(new) if isinstance(m, AIMessage) and m.content), "")
-        report = {"thread": self.thread, "calls": calls, "answer": answer, "preview": preview,
-                  "objects": self.session.describe_objects()}  # fmt: skip
+        failed = any(isinstance(m, AIMessage) and m.additional_kwargs.get("alref_error") for m in new)
+        after = self.llm.usage()
+        usage = {k: after[k] - usage_before[k] for k in after if isinstance(after[k], int)}  # type: ignore[literal-required]
+        report = {"thread": self.thread, "status": "llm_error" if failed else "ok", "calls": calls,
+                  "answer": answer, "preview": preview, "objects": self.session.describe_objects(),
+                  "llm": usage}  # fmt: skip
         self.tracer.event("chat_turn", turn=turn, text=text, **report)
         return report

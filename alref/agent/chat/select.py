@@ -1,49 +1,63 @@
-"""The chat's `select_referent` tool: the whole pivot selection for one sentence over every clip
-(GPT-PS when an LLM is configured, else the baseline), then one object from all valid pivots."""
+"""The chat's `select_referent` tool: the same pivot selection as `alref segment`
+(:func:`alref.agent.select.select_pivots`: GPT-PS through the chat's LLM client when an LLM is
+configured, else the baseline) on the chat's own detections, then one object from all valid pivots.
+
+The selection is checkpointed in the chat's own SQLite store under a thread derived from the chat's
+thread and the request, so a chat interrupted mid-selection continues it when asked again."""
 
 from __future__ import annotations
 
-import uuid
+import hashlib
+import json
 from typing import Any
 
 from alref.agent.chat.session import ChatSession
+from alref.agent.context import AgentContext
+from alref.agent.llm import LLMClient
+from alref.agent.select import select_pivots
+from alref.core.records import Reference
 from alref.errors import InputError
 from alref.media.sampling import make_clips
-from alref.pipeline.baseline import choose_pivot
-from alref.pipeline.stages import save_samples
+from alref.media.writers import save_samples
 
 
-def make_select_referent(session: ChatSession):
+def selection_thread(chat_thread: str, reference: str, settings_key: Any) -> str:
+    digest = hashlib.sha256(json.dumps([reference, settings_key], default=str).encode()).hexdigest()[:12]
+    return f"{chat_thread}:select:{digest}"
+
+
+def make_select_referent(session: ChatSession, llm: LLMClient | None, saver: Any, chat_thread: str):
+    """``llm`` None: the baseline decides (no LLM configured for the pivot steps)."""
     settings = session.settings
 
     def select_referent(reference: str, object_id: int | None = None) -> dict[str, Any]:
         clips = make_clips(session.info.num_frames, settings.clip_frames, settings.samples)
-        sampled = sorted({f for c in clips for f in c.samples})
+        sampled = sorted({f for c in clips for f in c["samples"]})
         frames = session.video.read_frames(sampled)
         found = session.detector.detect([frames[f] for f in sampled], reference, settings.box_threshold,
                                         settings.text_threshold, settings.top_k, settings.detect_batch)  # fmt: skip
         detections = {1: dict(zip(sampled, found, strict=True))}
-        if settings.llm_configured:
-            from alref.agent.context import AgentContext
-            from alref.agent.llm import LLMClient
-            from alref.agent.run import run_agent
-            from alref.trace.record import Tracer
-
-            work = session.out / "work"
-            save_samples(frames, work / "samples")
-            tracer = Tracer(session.out / "trace", secrets=[settings.api_key] if settings.api_key else [])
-            ctx = AgentContext(settings=settings, llm=LLMClient(settings, tracer=tracer), detections=detections,
-                               samples_dir=work / "samples", work=work / "agent", tracer=tracer,
-                               propagate=lambda pivots: {})  # fmt: skip
-            pivots = run_agent(ctx, [reference], clips, work / "select.sqlite", uuid.uuid4().hex)["pivots"][1]
-        else:
-            pivots = [choose_pivot(c, detections[1], settings.pivot) for c in clips]
-        prompts = [(p.frame, list(p.box)) for p in pivots if p.valid]
+        ctx = None
+        if llm is not None:
+            save_samples(frames, session.workspace.sample)
+            ctx = AgentContext(settings=settings, llm=llm, workspace=session.workspace, tracer=llm.tracer)
+        key = [settings.clip_frames, settings.samples, settings.box_threshold, settings.text_threshold,
+               settings.top_k, settings.pivot, session.models.describe()["grounding"]]  # fmt: skip
+        results = select_pivots(
+            [Reference(id=1, text=reference)], clips, detections, settings, ctx, checkpointer=saver,
+            thread_id=selection_thread(chat_thread, reference, key), tracer=llm.tracer if llm else None,
+        )  # fmt: skip
+        decisions = results[0]["clips"]
+        prompts = [(d["pivot_frame"], list(d["pivot_box"])) for d in decisions if d["valid"]]
         if not prompts:
-            raise InputError(f"no clip has a box for '{reference}': " + "; ".join(p.reason for p in pivots))
+            why = results[0]["not_found"] or "; ".join(d["reason"] for d in decisions)
+            raise InputError(f"no clip has a box for '{reference}': {why}")
         result = session.set_object(prompts, reference, reference, object_id)
         return result | {
-            "clips": [{"clip": p.clip.index, "frame": p.frame, "decided_by": p.decided_by} for p in pivots]
+            "clips": [
+                {"clip": d["clip"], "frame": d["pivot_frame"], "decided_by": d["decided_by"]}
+                for d in decisions
+            ]
         }
 
     return select_referent

@@ -9,42 +9,35 @@ SQLite); masks are recomputed from them when a conversation is resumed in a new 
 from __future__ import annotations
 
 import copy
-import io
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from alref.config import Settings
+from alref.core.workspace import Workspace
 from alref.errors import InputError
 from alref.media.boxes import draw_boxes
+from alref.media.masks import MaskSink
 from alref.media.tiles import tile_frames
 from alref.media.video import open_video
-from alref.media.writers import atomic_write_bytes, atomic_write_json, render_overlay, rle_to_mask
-from alref.pipeline.outputs import MaskSink
-from alref.pipeline.run import resolve_models
+from alref.media.writers import atomic_write_json, render_overlay, rle_to_mask, write_jpeg
+from alref.tools.registry import resolve_models
 from alref.tools.segmentation import MemmapFrameStore
-
-
-def _jpeg(path: Path, image: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
-    atomic_write_bytes(path, buffer.getvalue())
-    return str(path)
 
 
 class ChatSession:
     def __init__(
         self, video_path: str | Path, out: Path, settings: Settings, audio_path: str | Path | None = None
     ):
-        self.video_path = Path(video_path)
-        self.video = open_video(video_path)
+        self.video_path = Path(video_path).expanduser().resolve()  # a resumed chat finds it from anywhere
+        self.video = open_video(self.video_path)
         self.info = self.video.info
         self.out = Path(out)
+        self.workspace = Workspace(self.out)
         self.settings = settings
-        self.audio_path = Path(audio_path) if audio_path else None
+        self.audio_path = Path(audio_path).expanduser().resolve() if audio_path else None
         self.models = resolve_models(settings)
         self.objects: dict[
             int, dict[str, Any]
@@ -70,9 +63,7 @@ class ChatSession:
                 self.models.segmentation, self.models.device, precision=self.settings.precision
             )
             side = self._segmenter.image_size
-            self._store = MemmapFrameStore(
-                self.out / "work" / f"frames_{side}.u8", self.info.num_frames, side
-            )
+            self._store = MemmapFrameStore(self.workspace.frame_store(side), self.info.num_frames, side)
             if not self._store.reopened:
                 for index, frame in self.video.iter_frames():
                     self._store[index] = self._segmenter.prepare_frame(frame)
@@ -88,7 +79,9 @@ class ChatSession:
 
     def _image(self, kind: str, image: np.ndarray) -> str:
         self._counter += 1
-        path = _jpeg(self.out / "images" / f"{int(time.time())}-{self._counter:03d}-{kind}.jpg", image)
+        path = write_jpeg(
+            self.workspace.tool_images / f"{int(time.time())}-{self._counter:03d}-{kind}.jpg", image, 90
+        )
         self.pending_images.append(path)
         return path
 
@@ -165,10 +158,11 @@ class ChatSession:
 
     def keep_while_sounding(self, object_id: int, sound: str) -> dict[str, Any]:
         """Remove the object's mask on frames where ``sound`` is not heard (CLAP sound events)."""
+        from alref.audio.events import silent_frames, sound_events
         from alref.media.audio import load_audio
-        from alref.pipeline.audio import audio_models, silent_frames, sound_events
         from alref.tools.audio_tagging import AudioTagger
         from alref.tools.audio_text import AudioTextMatcher
+        from alref.tools.loading import audio_models
 
         if object_id not in self.objects:
             raise InputError(f"there is no object {object_id}; objects: {self.describe_objects() or 'none'}")
@@ -194,8 +188,8 @@ class ChatSession:
 
     def tag_audio(self, top_k: int = 5) -> dict[str, Any]:
         from alref.media.audio import load_audio
-        from alref.pipeline.audio import audio_models
         from alref.tools.audio_tagging import AudioTagger
+        from alref.tools.loading import audio_models
 
         source = self.audio_path or self.video_path
         tags = AudioTagger.load(audio_models(self.settings)[0], self.models.device).tag(
@@ -247,7 +241,9 @@ class ChatSession:
             for f, box in d["prompts"]
             if f == frame
         ]
-        return _jpeg(self.out / "previews" / f"turn{turn:03d}.jpg", render_overlay(image, masks, boxes))
+        return write_jpeg(
+            self.workspace.previews / f"turn{turn:03d}.jpg", render_overlay(image, masks, boxes), 90
+        )
 
     def export(self, folder: str | Path | None = None) -> dict[str, Any]:
         """masks/, objects/, palette/ and masks.json as `alref segment` writes them, plus objects.json."""

@@ -12,8 +12,8 @@ from alref.agent import conversation as conv
 from alref.agent.answers import FrameChoice
 from alref.agent.context import AgentContext
 from alref.agent.state import ClipState
-from alref.media.sampling import Clip
-from alref.pipeline.baseline import samples_by_score
+from alref.core.baseline import samples_by_score
+from alref.core.records import detections_from_state
 from alref.prompts import render
 
 
@@ -59,10 +59,7 @@ def choose_frame_fallback(state: ClipState, runtime: Runtime[AgentContext]) -> d
     """No usable answer: take the sampled frame with the highest detection score (the baseline)."""
     ctx = runtime.context
     why = conv.fallback_reason(state, "frame_attempts", "frame_error")
-    c = state["clip"]
-    ranked = samples_by_score(
-        Clip(c["index"], c["start"], c["end"], tuple(c["samples"])), ctx.detections[state["ref_id"]]
-    )
+    ranked = samples_by_score(state["clip"], detections_from_state(state["detections"]))
     frame = ranked[0] if ranked else None
     ctx.tracer.event("fallback", step="choose_frame", **conv.trace_context(state), reason=why, frame=frame)
     return {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -12,22 +11,21 @@ from PIL import Image
 from alref.agent import conversation as conv
 from alref.agent.context import AgentContext
 from alref.agent.state import ClipState
+from alref.core.records import Clip
 from alref.media.tiles import tile_frames
-from alref.media.writers import atomic_write_bytes
+from alref.media.writers import write_jpeg
 from alref.prompts import render
 
 
-def clip_tile(ctx: AgentContext, clip: dict[str, Any]) -> str:
+def clip_tile(ctx: AgentContext, clip: Clip) -> str:
     """The clip's sampled frames tiled with their 1-based numbers (written once, shared by references)."""
-    path = ctx.work / "tiles" / f"clip{clip['index']:03d}.jpg"
+    path = ctx.workspace.clip_tile(clip["index"])
     if not path.is_file():
         frames = [np.asarray(Image.open(ctx.frame_path(f)).convert("RGB")) for f in clip["samples"]]
         tile = tile_frames(
             frames, list(range(1, len(frames) + 1)), ctx.settings.tile_columns, ctx.settings.tile_max_side
         )
-        buffer = io.BytesIO()
-        Image.fromarray(tile.image).save(buffer, format="JPEG", quality=92)
-        atomic_write_bytes(path, buffer.getvalue())
+        write_jpeg(path, tile.image)
     return str(path)
 
 

@@ -4,7 +4,6 @@ detection score; a clip with none at all is marked invalid."""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -12,21 +11,21 @@ from langgraph.runtime import Runtime
 from PIL import Image
 
 from alref.agent.context import AgentContext
-from alref.agent.state import Candidate, ClipState
+from alref.agent.state import ClipState
+from alref.core.baseline import samples_by_score
+from alref.core.records import Candidate, detections_from_state
 from alref.media.boxes import draw_boxes
-from alref.media.sampling import Clip
-from alref.media.writers import atomic_write_bytes
-from alref.pipeline.baseline import samples_by_score
+from alref.media.writers import write_jpeg
 
 
 def ground_candidates(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     ctx = runtime.context
     c = state["clip"]
-    detections = ctx.detections[state["ref_id"]]
+    detections = detections_from_state(state["detections"])
     frame = state.get("frame")
     note = None
     if frame is None or not detections.get(frame):
-        ranked = samples_by_score(Clip(c["index"], c["start"], c["end"], tuple(c["samples"])), detections)
+        ranked = samples_by_score(c, detections)
         if not ranked:
             return {
                 "pivot_frame": None,
@@ -49,11 +48,8 @@ def ground_candidates(state: ClipState, runtime: Runtime[AgentContext]) -> dict[
         }
         for b, d in zip(drawn, found, strict=True)
     ]
-    path = ctx.work / "boxes" / f"ref{state['ref_id']}_clip{c['index']:03d}_frame{frame}.jpg"
-    buffer = io.BytesIO()
-    Image.fromarray(drawn_image).save(buffer, format="JPEG", quality=92)
-    atomic_write_bytes(path, buffer.getvalue())
-    return {"pivot_frame": frame, "pivot_note": note, "candidates": candidates, "candidates_image": str(path)}
+    path = write_jpeg(ctx.workspace.boxes_image(state["ref_id"], c["index"], frame), drawn_image)
+    return {"pivot_frame": frame, "pivot_note": note, "candidates": candidates, "candidates_image": path}
 
 
 def route_after_ground_candidates(state: ClipState) -> str:

@@ -1,6 +1,7 @@
 """Step 2' (text only, in parallel with the first steps): the reference's grammatical subject.
-Analysed once per reference and shared by all its clips; if it cannot be had, the whole
-reference stands for its subject."""
+Every clip of a reference asks the same question, which the LLM client answers once (``once=True``:
+concurrent identical questions wait for the first answer); if it cannot be had, the whole reference stands for
+its subject."""
 
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ from alref.agent.state import ClipState
 from alref.prompts import render
 
 
-def _analyse(ctx: AgentContext, state: ClipState) -> dict[str, Any]:
+def syntax_analysis(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    ctx = runtime.context
     reference = state["reference"]
     if ctx.llm_dead:
         return {"subject": reference, "syntax_reasoning": f"not analysed (LLM unavailable: {ctx.llm_dead})"}
     conversation = conv.start(render("syntax_analysis", reference=reference))
     try:
-        reply = conv.ask(ctx, conversation, "syntax_analysis", {"ref": state["ref_id"]}, SyntaxAnalysis)
+        reply = conv.ask(
+            ctx, conversation, "syntax_analysis", {"ref": state["ref_id"]}, SyntaxAnalysis, once=True
+        )
         answer = parse_answer(reply.text, SyntaxAnalysis)
     except (LLMUnavailableError, AnswerParseError) as error:
         why = " ".join(str(error).split())
@@ -32,9 +36,3 @@ def _analyse(ctx: AgentContext, state: ClipState) -> dict[str, Any]:
             "syntax_reasoning": f"not analysed ({why}); the whole reference is the subject",
         }
     return {"subject": answer.subject.strip() or reference, "syntax_reasoning": answer.reasoning}
-
-
-def syntax_analysis(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    ctx = runtime.context
-    value, _ = ctx.once(("syntax", state["ref_id"]), lambda: _analyse(ctx, state))
-    return dict(value)

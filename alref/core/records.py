@@ -1,0 +1,155 @@
+"""The typed records every layer passes to the next. Only ids, frame numbers, boxes, scores and short
+texts: they live in LangGraph state and checkpoints, result.json and the LangGraph API as they are, so
+they are TypedDicts (JSON and msgpack round-trip them unchanged) — except :class:`Detection`, the
+grounding tools' return value, which is a small frozen dataclass and is turned into
+:class:`Candidate`-like dicts (:func:`detections_to_state`) wherever it enters state.
+
+Frame numbers are absolute, 0-based indices of the whole video; boxes are ``[x0, y0, x1, y1]`` in
+pixels of the video frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired
+
+from typing_extensions import TypedDict
+
+Box = list[float]
+DecidedBy = Literal["llm", "fallback", "baseline", "none"]
+
+
+class Clip(TypedDict):
+    """Frames ``[start, end)`` of the video and the frames sampled from them (first and last included)."""
+
+    index: int
+    start: int
+    end: int
+    samples: list[int]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One box a grounding tool proposes for a phrase."""
+
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the image given, clipped to it
+    score: float
+    phrase: str  # the words of the phrase this box matched ("" if none passed text_threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": [round(v, 2) for v in self.box], "score": round(self.score, 4), "phrase": self.phrase}
+
+
+class DetectionRecord(TypedDict):
+    box: Box
+    score: float
+    phrase: str
+
+
+#: detections of one reference: frame -> boxes, best first
+Detections = Mapping[int, Sequence[Detection]]
+#: the same as it travels in graph state (JSON object keys are strings)
+StateDetections = dict[str, list[DetectionRecord]]
+
+
+def detections_to_state(detections: Detections, frames: Sequence[int]) -> StateDetections:
+    """The detections of ``frames`` as plain records (full precision, so decisions do not change)."""
+    return {
+        str(f): [{"box": list(d.box), "score": d.score, "phrase": d.phrase} for d in detections.get(f, ())]
+        for f in frames
+    }
+
+
+def detections_from_state(records: Mapping[str, Sequence[DetectionRecord]]) -> dict[int, list[Detection]]:
+    return {
+        int(f): [Detection(tuple(d["box"]), d["score"], d["phrase"]) for d in dets]  # type: ignore[arg-type]
+        for f, dets in records.items()
+    }
+
+
+class Candidate(TypedDict):
+    """A candidate box as the LLM was shown it."""
+
+    number: int  # 1-based, as drawn
+    colour: str  # the colour it was drawn in
+    box: Box
+    score: float
+    phrase: str  # the detector's label (a hint)
+
+
+class Reference(TypedDict):
+    """What to segment: object ``id`` (1, 2, … in order) and its sentence."""
+
+    id: int
+    text: str
+    hint_frame: NotRequired[int | None]  # a frame where it is easy to see (from the sound step)
+
+
+class ClipImages(TypedDict):
+    tile: str | None  # relative to OUT/work/agent
+    boxes: str | None
+
+
+class ClipDecision(TypedDict):
+    """The pivot of one reference in one clip — what the agent or the baseline decided, and why.
+
+    The same record is the pivot-selection graph's output, the propagation's input and a clip entry
+    of result.json (which adds ``sample_scores``). ``decided_by``: ``llm`` (every step answered by the
+    LLM), ``fallback`` (some step took the deterministic choice), ``baseline`` (no LLM), ``none``
+    (nothing to decide: no candidate box)."""
+
+    ref_id: int
+    clip: int
+    start: int
+    end: int
+    samples: list[int]
+    valid: bool
+    pivot_frame: int | None
+    pivot_box: Box | None
+    pivot_score: float | None
+    decided_by: DecidedBy
+    reason: str
+    # the agent's details (absent from baseline decisions)
+    llm_none: NotRequired[bool]  # the LLM said that no box holds the referent
+    attempts: NotRequired[dict[str, int]]  # LLM asks per deciding step ("frame", "box")
+    fallbacks: NotRequired[list[str]]
+    llm_chosen_frame: NotRequired[int | None]
+    event: NotRequired[str]
+    frame_reasoning: NotRequired[str]
+    boxes_description: NotRequired[str]
+    subject: NotRequired[str]
+    syntax_reasoning: NotRequired[str]
+    box_reasoning: NotRequired[str]
+    box_number: NotRequired[int | None]
+    box_colour: NotRequired[str | None]
+    candidates: NotRequired[list[Candidate]]
+    images: NotRequired[ClipImages]
+
+
+class ReferenceDecision(TypedDict):
+    """Every clip's decision for one reference, and why it is not found (``None`` when it is)."""
+
+    id: int
+    text: str
+    clips: list[ClipDecision]
+    not_found: str | None
+
+
+def clip_fields(clip: Clip) -> dict[str, Any]:
+    """The clip part of a :class:`ClipDecision`."""
+    return {
+        "clip": clip["index"],
+        "start": clip["start"],
+        "end": clip["end"],
+        "samples": list(clip["samples"]),
+    }
+
+
+def decision_clip(decision: ClipDecision) -> Clip:
+    return {
+        "index": decision["clip"],
+        "start": decision["start"],
+        "end": decision["end"],
+        "samples": list(decision["samples"]),
+    }
