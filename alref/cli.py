@@ -40,8 +40,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
 
 _state: dict[str, Any] = {"debug": False}
-out_console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+out_console = Console(soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 @app.callback()
@@ -125,16 +125,23 @@ def segment(
 
 
 def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
-    table = Table(title=f"alref · {result['status']} · {result['mode']}", show_lines=False)
-    for column in ("id", "reference", "status", "pivots (clip: frame score)", "frames with mask"):
+    from alref.pipeline.report import mode_label
+
+    table = Table(title=escape(f"alref · {result['status']} · {mode_label(result)}"), show_lines=False)
+    tracks = result.get("strategy") == "tracks"
+    decided = "tracks (concept: accepted of candidates)" if tracks else "pivots (clip: frame score)"
+    for column in ("id", "reference", "status", decided, "frames with mask"):
         table.add_column(column)
     for ref in result["references"]:
-        pivots = ", ".join(
-            f"{c['clip']}: {c['pivot_frame']} {c['pivot_score']:.2f}" if c["valid"] else f"{c['clip']}: —"
-            for c in ref["clips"]
-        )
+        if tracks:
+            pivots = escape(f"'{ref['concept']}': {len(ref['accepted'])} of {len(ref['candidates'])}")
+        else:
+            pivots = ", ".join(
+                f"{c['clip']}: {c['pivot_frame']} {c['pivot_score']:.2f}" if c["valid"] else f"{c['clip']}: —"
+                for c in ref["clips"]
+            )
         table.add_row(
-            str(ref["id"]), ref["text"], ref["status"], pivots,
+            str(ref["id"]), escape(ref["text"]), ref["status"], pivots,
             f"{ref['masks']['frames_with_mask']}/{result['input']['num_frames']}",
         )  # fmt: skip
     out_console.print(table)
@@ -142,7 +149,7 @@ def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
         out_console.print(f"[yellow]{result['smoke_note']}[/]")
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in result["timings_s"].items())
     out_console.print(
-        f"outputs in {out_dir}/ (masks/, masks.json, result.json{', overlay.mp4' if result['outputs']['overlay'] else ''})"
+        f"outputs in {escape(str(out_dir))}/ (masks/, masks.json, result.json{', overlay.mp4' if result['outputs']['overlay'] else ''})"
     )
     out_console.print(f"timings: {timings}")
 
@@ -195,17 +202,12 @@ def chat(
         if as_json:
             _print_json(rows)
             return
-        table = Table(title=f"conversations in {store}")
+        table = Table(title=escape(f"conversations in {store}"))
         for column in ("thread", "video", "turns", "objects", "last message"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(
-                row["thread"],
-                str(row["video"]),
-                str(row["turns"]),
-                str(row["objects"]),
-                str(row["last"] or ""),
-            )
+            cells = (row["thread"], row["video"], row["turns"], row["objects"], row["last"] or "")
+            table.add_row(*(escape(str(c)) for c in cells))
         out_console.print(table)
         return
     if not settings.llm_configured:
@@ -274,7 +276,7 @@ def _print_turn(report: dict[str, Any], as_json: bool) -> None:
         out_console.print(f"  {mark} {call['tool']}({args}) → {result}", highlight=False)
     out_console.print(f"[bold]alref[/]: {escape(str(report['answer']))}", highlight=False)
     if report["preview"]:
-        out_console.print(f"  preview: {report['preview']}")
+        out_console.print(f"  preview: {escape(str(report['preview']))}", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,36 +299,84 @@ tools_app.command("list")(tools_list)
 # doctor and models
 
 
-@app.command()
-def doctor(as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False) -> None:
-    """Versions, device, which models are available, and whether an LLM is configured and reachable."""
+_PLAIN: dict[str, Any] = {"highlight": False, "markup": False, "emoji": False}  # `smoke:clap: …`, ids, URLs
+
+
+@app.command(cls=SettingsCommand)
+@settings_options(MODELS, LLM)
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    *,
+    given: Given,
+) -> None:
+    """Versions, device, which models are available, and whether the LLM is configured, reachable and
+    lists the model (the same model and LLM flags as `alref segment`)."""
+    from rich.text import Text
+
     from alref.doctor import report
 
-    data = report()
+    data = report(load_settings(**given))
     if as_json:
         _print_json(data)
         return
     table = Table(show_header=False, title="alref doctor")
     table.add_column("what")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     for name, version in data["versions"].items():
-        table.add_row(name, version)
-    table.add_row("device (auto)", data["device"]["auto"])
-    table.add_row("cuda", data["device"]["cuda"])
+        table.add_row(name, Text(version))
+    table.add_row("device (auto)", Text(data["device"]["auto"]))
+    if "configured" in data["device"]:
+        table.add_row("device (configured)", Text(data["device"]["configured"]))
+    table.add_row("cuda", Text(data["device"]["cuda"]))
+    table.add_row("models (profile)", Text(data["profile"]))
     out_console.print(table)
     _models_table(data["models"])
     llm = data["llm"]
-    out_console.print(f"LLM: {llm['summary']}")
+    if not llm["configured"]:
+        out_console.print(f"LLM: {llm['summary']}", **_PLAIN)
+        return
+    out_console.print(f"LLM: {llm['model']} at {llm['base_url']} (API key {llm['api_key']})", **_PLAIN)
+    if not llm["reachable"]:
+        out_console.print(f"  NOT reachable: {llm['detail']}", style="red", **_PLAIN)
+    elif llm["model_listed"]:
+        out_console.print(f"  reachable; the server lists {llm['model']}", style="green", **_PLAIN)
+    elif llm["model_listed"] is None:
+        out_console.print(f"  reachable, but {llm['detail']}", style="yellow", **_PLAIN)
+    else:
+        models = llm["models"]
+        out_console.print(
+            f"  reachable, but the server does not list the model {llm['model']}"
+            + (f"; it lists {len(models)}:" if models else "; it lists no models"),
+            style="yellow", **_PLAIN,
+        )  # fmt: skip
+        for model in models:  # each id whole on its own line, however long
+            out_console.print(f"    {model}", **_PLAIN)
 
 
 def _models_table(rows: list[dict[str, Any]]) -> None:
+    from rich.text import Text
+
+    from alref.tools.loading import PROFILES
+
     table = Table(title="models")
-    for column in ("profile", "role", "model", "available"):
-        table.add_column(column)
+    table.add_column("profile", no_wrap=True)
+    table.add_column("role", no_wrap=True)
+    table.add_column("model", overflow="fold")  # a long id or folder wraps, it is never cut
+    table.add_column("available", overflow="fold")
+    pulls: list[str] = []  # what to pull for the models that are missing: the profile, else the id
     for row in rows:
-        colour = "green" if row["available"] else "red"
-        table.add_row(row["profile"], row["role"], row["model"], f"[{colour}]{row['status']}[/]")
+        status = row["status"]
+        if not row["available"] and status.startswith("not cached"):
+            status = "not cached"
+            wanted = row["profile"] if row["profile"] in PROFILES else row["model"]
+            pulls += [wanted] if wanted not in pulls else []
+        table.add_row(
+            row["profile"], row["role"], Text(row["model"]),
+            Text(status, style="green" if row["available"] else "red"),
+        )  # fmt: skip
     out_console.print(table)
+    for wanted in pulls:
+        out_console.print(f"to download: alref models pull {wanted}", **_PLAIN)
 
 
 @models_app.command("list")
@@ -351,12 +401,12 @@ def models_pull(
     """Download models into the Hugging Face cache (smoke models are built locally)."""
     from alref.doctor import pull
 
-    done = pull(names or ["default"], on_start=lambda n: err_console.print(f"pulling {n} …"))
+    done = pull(names or ["default"], on_start=lambda n: err_console.print(f"pulling {n} …", **_PLAIN))
     if as_json:
         _print_json(done)
         return
     for name, path in done.items():
-        out_console.print(f"{name}: {path}")
+        out_console.print(f"{name}: {path}", **_PLAIN)
 
 
 # ---------------------------------------------------------------------------------------------

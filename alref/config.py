@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     segmentation_model: Annotated[str | None, MODELS] = Field(
         None, description="SAM 2 video: Hugging Face id or local folder (overrides the profile)"
     )
+    concept_tracks_model: Annotated[str | None, MODELS] = Field(
+        None, description="SAM 3 concept tracks (--strategy tracks): Hugging Face id or local folder"
+    )
     grounding: Annotated[str | None, MODELS] = Field(
         None, description="grounding tool by name (see `alref tools list`); empty = grounding-dino"
     )
@@ -153,6 +156,31 @@ class Settings(BaseSettings):
     )
     detect_batch: Annotated[int, METHOD] = Field(4, ge=1, description="frames per GroundingDINO call")
 
+    # the strategy
+    strategy: Annotated[Literal["pivot", "tracks"], METHOD] = Field(
+        "pivot",
+        description="pivot: the LLM picks a frame and a box per clip, SAM 2 propagates (AL-Ref-SAM 2); tracks: SAM 3 "
+        "tracks the referent's concept and the LLM accepts or rejects each track (AgentRVOS)",
+    )
+    track_concepts: Annotated[int, METHOD] = Field(
+        3, ge=1, le=8, description="tracks: concepts tried at most (the LLM's first, then its alternatives)"
+    )
+    track_candidates: Annotated[int, METHOD] = Field(
+        10, ge=1, le=14, description="tracks: candidate tracks judged at most (the best-scoring ones)"
+    )
+    track_rounds: Annotated[int, METHOD] = Field(
+        3,
+        ge=1,
+        le=10,
+        description="tracks: judging rounds at most (each shows only the uncertain candidates)",
+    )
+    track_frames: Annotated[int, METHOD] = Field(
+        6, ge=1, le=16, description="tracks: frames shown per judging round"
+    )
+    describe_candidates: Annotated[bool, METHOD] = Field(
+        False, description="tracks: ask for a short description of each candidate before judging"
+    )
+
     # sound as the reference
     audio_top_k: Annotated[int, SOUND] = Field(5, ge=1, le=50, description="AudioSet labels offered to LBRU")
     categories: Annotated[Path | None, SOUND] = Field(
@@ -195,8 +223,12 @@ class Settings(BaseSettings):
         0, description="sampling seed sent to the server (None to omit)"
     )
     llm_max_tokens: Annotated[int, LLM] = Field(
-        2048, ge=16, description="answer budget per call; generous, a cut JSON answer fails to parse"
+        2048, ge=16, description="answer budget of a free-text step (event and box descriptions, the chat)"
     )
+    llm_json_max_tokens: Annotated[int, LLM] = Field(
+        512, ge=16, description="answer budget of a JSON answer (frame, box, subject), so a model that repeats "
+        "itself stops early; an answer cut at it is asked again with twice the budget, up to 4 times it",
+    )  # fmt: skip
     llm_timeout: Annotated[float, LLM] = Field(120.0, gt=0, description="seconds per HTTP request")
     llm_image_detail: Annotated[Literal["auto", "low", "high"], LLM] = Field(
         "high", description="the detail the server is asked to see the images at"
@@ -225,6 +257,10 @@ class Settings(BaseSettings):
     not_found: Annotated[Literal["empty", "baseline"], LLM] = Field(
         "empty",
         description="when the LLM says no box fits in every clip: empty masks, or the baseline decision",
+    )
+    strict_llm: Annotated[bool, LLM] = Field(
+        False,
+        description="exit 5 (after writing every output) when any LLM decision fell back to the baseline",
     )
 
     # outputs

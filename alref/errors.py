@@ -42,7 +42,7 @@ class ModelUnavailableError(AlrefError):
         hint = (
             f"model '{model}' ({role}) is not available offline: download it with "
             f"`alref models pull {model}` on a machine with internet access (it goes to the Hugging Face "
-            f"cache), or pass a local folder with --{role}-model PATH; "
+            f"cache), or pass a local folder with --{role.replace('_', '-')}-model PATH; "
             "to check the install without weights run with `--models smoke` (tiny random models, meaningless masks)"
         )
         if detail:
@@ -58,3 +58,9 @@ class ModelLoadError(AlrefError):
 
 class ConfigError(InputError):
     """A config file or environment variable that does not parse."""
+
+
+class LLMFallbackError(AlrefError):
+    """``--strict-llm``: a run finished, but some decisions are the baseline's, not the LLM's."""
+
+    exit_code = 5

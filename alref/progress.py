@@ -29,6 +29,10 @@ class Reporter:
     def note(self, message: str) -> None:
         self.notes.append(message)
 
+    def warn(self, message: str) -> None:
+        """Something the user must know even when only the exit status is read."""
+        self.notes.append(f"warning: {message}")
+
 
 class _NullStage:
     def advance(self, amount: int = 1) -> None:
@@ -68,7 +72,11 @@ class RichReporter(Reporter):
 
     def note(self, message: str) -> None:
         super().note(message)
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, markup=False)
+
+    def warn(self, message: str) -> None:
+        super().warn(message)
+        self.console.print(f"warning: {message}", style="yellow", highlight=False, markup=False)
 
 
 class _RichStage:

@@ -12,6 +12,14 @@ architectures of the default models give their real speed without a download:
   (embed dim 128, depths [2, 2, 18, 2], heads [4, 8, 16, 32], window 12, image size 384, out
   indices [2, 3, 4]), a BERT-base text encoder, and ``GroundingDinoConfig``'s defaults (900
   queries, 6 + 6 layers, d_model 256).
+- SAM 3 (``facebook/sam3``, ~848 M parameters published; 860 M as transformers builds it):
+  ``Sam3VideoConfig()``'s defaults, which are facebook/sam3's: a 32-layer ViT (hidden 1024, patch 14,
+  1008 px, window 24, global attention in layers 7, 15, 23, 31), a CLIP text encoder (24 layers,
+  hidden 1024, 32 tokens), DETR encoder and decoder (6 + 6 layers, 200 queries), and the SAM 2-style
+  tracker (7 memory frames, 4 memory-attention layers, 16 object pointers). One checkpoint is written;
+  alref's ``Sam3ConceptTracker`` (``Sam3VideoModel``) and ``Sam3TrackerSegmenter``
+  (``Sam3TrackerVideoModel``) load it, as they load facebook/sam3. The tokenizer is the smoke one (its
+  ids are valid for the 49408-entry embedding; the text encoder's cost does not depend on the vocabulary).
 
 Each model is built in this process, written with ``save_pretrained`` to a temporary folder and
 loaded back with alref's loaders (``Sam2VideoSegmenter.load``, ``GroundingDetector.load``), so the
@@ -26,6 +34,13 @@ Measured:
   ``--force-bf16``. Masks are upsampled to ``--video-size`` (default 1280x720) as in a real run.
 - GroundingDINO: images/s on 720p frames at batch sizes 1 and 4 (float32, as alref runs it), after
   ``--warmup`` untimed calls per batch size.
+- SAM 3 concept tracks: ``tracker.track(store, h, w, "red square")`` over ``--warmup`` + ``--frames``
+  frames (detector + tracker per frame, hot start and post-processing included); seconds per frame from
+  the per-frame progress ticks, the first ``--warmup`` excluded, and the whole call's seconds per frame.
+  Random weights detect nothing (every score is ~0.25 < 0.5), so by default no object is tracked and the
+  figure is the detector's and the shared image encoder's; ``--sam3-objects K`` forces K detections per
+  frame (a forward hook sets the detector's scores; the compute is unchanged) so K objects are tracked.
+- SAM 3 tracker: as SAM 2, through ``Sam3TrackerSegmenter`` (a box on frame 0, then propagation).
 
 Usage (from the repository root)::
 
@@ -33,8 +48,11 @@ Usage (from the repository root)::
     python benchmarks/real_size.py --device cpu             # CPU: 2 frames, 2 images (slow: ~10 s a frame)
     python benchmarks/real_size.py --only sam2 --frames 50 --json
     python benchmarks/real_size.py --device cpu --force-bf16 --only sam2
+    python benchmarks/real_size.py --device cuda --only sam3 --sam3-objects 3
+    python benchmarks/real_size.py --device cpu --only sam3 --frames 2 --warmup 0   # ~50 s a frame on 2 cores
 
-Building and saving the two random models takes ~1 min and ~1.8 GB of temporary disk.
+Building and saving the two random models takes ~1 min and ~1.8 GB of temporary disk; SAM 3 adds
+~40 s and ~3.5 GB.
 """
 
 from __future__ import annotations
@@ -56,6 +74,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 SAM2_PARAMS_M = 224.4  # facebook/sam2.1-hiera-large
 GDINO_PARAMS_M = 233.0  # IDEA-Research/grounding-dino-base (approx.)
+SAM3_PARAMS_M = 848.0  # facebook/sam3 (published)
+CONCEPT = "red square"
 PHRASE = "the red square on the left that moves"
 
 
@@ -125,6 +145,13 @@ def gdino_base_config():
         out_indices=[2, 3, 4],
     )
     return GroundingDinoConfig(backbone_config=backbone, text_config=BertConfig())  # BERT-base defaults
+
+
+def sam3_config():
+    """``Sam3VideoConfig`` of facebook/sam3: its defaults (detector, text encoder and tracker)."""
+    from transformers import Sam3VideoConfig
+
+    return Sam3VideoConfig()
 
 
 def param_millions(model: torch.nn.Module) -> float:
@@ -215,6 +242,28 @@ def write_gdino(folder: Path) -> float:
     return params
 
 
+def write_sam3(folder: Path) -> float:
+    from transformers import Sam3VideoModel
+
+    from alref.tools.sam3_tiny import processor_config, tiny_tokenizer
+
+    torch.manual_seed(0)
+    t = time.perf_counter()
+    config = sam3_config()
+    model = Sam3VideoModel(config).eval()
+    params = param_millions(model)
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    side = config.detector_config.vision_config.backbone_config.image_size
+    (folder / "processor_config.json").write_text(
+        json.dumps(processor_config(side, config.low_res_mask_size))
+    )
+    del model
+    gc.collect()
+    log(f"built and saved random SAM 3 in {time.perf_counter() - t:.1f} s")
+    return params
+
+
 # ----------------------------------------------------------------------------------------------
 # measurements
 
@@ -242,16 +291,25 @@ def _gpu_peak_mib(device: str, base: int) -> dict[str, float] | None:
 
 
 def bench_sam2(
-    folder: Path, work: Path, device: str, precision: str, frames: int, warmup: int, size: tuple[int, int]
+    folder: Path,
+    work: Path,
+    device: str,
+    precision: str,
+    frames: int,
+    warmup: int,
+    size: tuple[int, int],
+    segmenter_cls: Any = None,
+    model: str = "random:sam2.1-hiera-large",
 ) -> dict[str, Any]:
+    """SAM 2 (or, with ``segmenter_cls``, another segmenter of its interface: SAM 3's tracker)."""
     from alref.tools.loading import ModelSource
     from alref.tools.segmentation import MemmapFrameStore, Sam2VideoSegmenter
 
     synth = _synth()
     width, height = size
-    source = ModelSource("random:sam2.1-hiera-large", "segmentation", folder, "random")
+    source = ModelSource(model, "segmentation", folder, "random")
     t = time.perf_counter()
-    segmenter = Sam2VideoSegmenter.load(source, device, precision)
+    segmenter = (segmenter_cls or Sam2VideoSegmenter).load(source, device, precision)
     load_s = time.perf_counter() - t
     total = 1 + warmup + frames  # frame 0 holds the prompt
     store = MemmapFrameStore(work / f"frames_{precision}.u8", total, segmenter.image_size)
@@ -355,6 +413,81 @@ def bench_gdino(
     }
 
 
+def force_detections(tracker: Any, count: int) -> Any:
+    """Make SAM 3's detector report exactly ``count`` confident detections per frame (queries 0..count-1):
+    a forward hook replaces its score logits; the detector's compute is unchanged."""
+
+    def hook(module: Any, args: Any, output: Any) -> Any:
+        logits = torch.full_like(output.pred_logits, -10.0)
+        logits[:, :count] = 10.0
+        output.pred_logits = logits
+        output.presence_logits = torch.full_like(output.presence_logits, 10.0)
+        return output
+
+    return tracker.model.detector_model.register_forward_hook(hook)  # .remove() undoes it
+
+
+def bench_sam3_tracks(
+    folder: Path, work: Path, device: str, precision: str, frames: int, warmup: int, size: tuple[int, int],
+    objects: int,
+) -> dict[str, Any]:  # fmt: skip
+    from alref.tools.loading import ModelSource
+    from alref.tools.sam3 import Sam3ConceptTracker
+    from alref.tools.segmentation import MemmapFrameStore
+
+    synth = _synth()
+    width, height = size
+    source = ModelSource("random:sam3", "concept_tracks", folder, "random")
+    t = time.perf_counter()
+    tracker = Sam3ConceptTracker.load(source, device, precision)
+    load_s = time.perf_counter() - t
+    total = warmup + frames
+    store = MemmapFrameStore(work / f"sam3_frames_{precision}.u8", total, tracker.image_size)
+    t = time.perf_counter()
+    for i in range(total):
+        store[i] = tracker.prepare_frame(synth.shapes_frame(i, total, width, height))
+    prepare_s = time.perf_counter() - t
+    base = _gpu_reset(device)
+    ticks: list[float] = []
+
+    def tick(_: int) -> None:
+        _sync(device)
+        ticks.append(time.perf_counter())
+
+    hook = force_detections(tracker, objects) if objects > 0 else None
+    try:
+        start = time.perf_counter()
+        found = tracker.track(store, height, width, CONCEPT, progress=tick)
+        _sync(device)
+        wall = time.perf_counter() - start
+    finally:
+        if hook is not None:
+            hook.remove()
+    per_frame = [b - a for a, b in zip([start, *ticks], ticks, strict=False)]
+    timed = per_frame[warmup:]
+    present = sum(len(t["frames"]) for t in found.tracks)
+    del store
+    gc.collect()
+    return {
+        "precision": precision,
+        "dtype": str(tracker.dtype).removeprefix("torch."),
+        "image_size": tracker.image_size,
+        "video_size": f"{width}x{height}",
+        "forced_detections": objects,
+        "load_s": round(load_s, 2),
+        "prepare_frames_per_s": round(total / prepare_s, 1),
+        "warmup_frames": warmup,
+        "timed_frames": len(timed),
+        "s_per_frame_median": round(statistics.median(timed), 4) if timed else None,
+        "s_per_frame_min": round(min(timed), 4) if timed else None,
+        "s_per_frame_all": [round(x, 4) for x in per_frame],
+        "track_call_s_per_frame": round(wall / total, 4),
+        "tracks": len(found.tracks),
+        "objects_per_frame": round(present / total, 2),
+        "gpu_memory": _gpu_peak_mib(device, base),
+    }
+
+
 # ----------------------------------------------------------------------------------------------
 # the command line
 
@@ -404,6 +537,33 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{mem!s:>14}"
             )
         print()
+    if "sam3" in report:
+        s = report["sam3"]
+        side = s["tracks"][0]["image_size"] if s["tracks"] else "?"
+        print(f"SAM 3 (facebook/sam3 architecture), {s['params_m']} M params, {side} px")
+        print(f"concept tracks of '{CONCEPT}' (Sam3VideoModel: detector + tracker per frame)")
+        print(
+            f"{'precision':<10}{'warm-up':>9}{'frames':>8}{'s/frame med':>13}{'s/frame min':>13}"
+            f"{'track() s/frame':>17}{'objects/frame':>15}{'GPU peak MiB':>14}"
+        )
+        for r in s["tracks"]:
+            mem = r["gpu_memory"]["peak_allocated_mib"] if r["gpu_memory"] else "-"
+            print(
+                f"{r['precision']:<10}{r['warmup_frames']:>9}{r['timed_frames']:>8}{r['s_per_frame_median']:>13.3f}"
+                f"{r['s_per_frame_min']:>13.3f}{r['track_call_s_per_frame']:>17.3f}{r['objects_per_frame']:>15}"
+                f"{mem!s:>14}"
+            )
+        print("box-prompted tracker (Sam3TrackerVideoModel), one object, box prompt on frame 0")
+        print(
+            f"{'precision':<10}{'prompt s':>10}{'warm-up':>9}{'frames':>8}{'s/frame med':>13}{'GPU peak MiB':>14}"
+        )
+        for r in s["tracker"]:
+            mem = r["gpu_memory"]["peak_allocated_mib"] if r["gpu_memory"] else "-"
+            print(
+                f"{r['precision']:<10}{r['prompt_s']:>10.3f}{r['warmup_frames']:>9}{r['timed_frames']:>8}"
+                f"{r['s_per_frame_median']:>13.3f}{mem!s:>14}"
+            )
+        print()
     print(f"peak RSS: {report['peak_rss_mib']} MiB")
 
 
@@ -419,7 +579,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Time SAM 2.1-L propagation and GroundingDINO-B detection (random weights, real sizes).",
+        description="Time SAM 2.1-L propagation, GroundingDINO-B detection and SAM 3 concept tracks and box "
+        "tracking (random weights, real sizes).",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"], help="default: auto")
     p.add_argument("--frames", type=int, help="timed SAM 2 frames (default 20 on GPU, 2 on CPU)")
@@ -430,7 +591,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precisions", help="SAM 2 precisions, comma-separated (default: float32,bfloat16 on CUDA; float32)"
     )
     p.add_argument("--force-bf16", action="store_true", help="also measure bfloat16 off CUDA")
-    p.add_argument("--only", choices=["sam2", "gdino"], help="measure one model only")
+    p.add_argument("--only", choices=["sam2", "gdino", "sam3"], help="measure one model only")
+    p.add_argument(
+        "--sam3-objects",
+        type=int,
+        default=0,
+        help="SAM 3 concept tracks: force this many detections per frame",
+    )
     p.add_argument("--video-size", type=parse_size, default=(1280, 720), help="default: 1280x720")
     p.add_argument("--workdir", type=Path, help="where the random checkpoints go (default: a temp dir)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON only")
@@ -505,6 +672,35 @@ def main(argv: list[str] | None = None) -> None:
                     folder, args.device, args.images, args.batch_sizes, args.warmup, args.video_size
                 ),
             }
+        if args.only in (None, "sam3"):
+            folder = work / "sam3-random"
+            params = write_sam3(folder)
+            check_params("SAM 3", params, SAM3_PARAMS_M)
+            from alref.tools.sam3 import Sam3TrackerSegmenter
+
+            tracks, tracker = [], []
+            for precision in args.precisions:
+                log(
+                    f"SAM 3 concept tracks {precision}: {args.warmup} warm-up + {args.frames} timed frames ..."
+                )
+                tracks.append(
+                    bench_sam3_tracks(
+                        folder, work, args.device, precision, args.frames, args.warmup, args.video_size,
+                        args.sam3_objects,
+                    )
+                )  # fmt: skip
+                log(f"SAM 3 concept tracks {precision}: {tracks[-1]['s_per_frame_median']} s/frame")
+                log(
+                    f"SAM 3 tracker {precision}: prompt + {args.warmup} warm-up + {args.frames} timed frames ..."
+                )
+                tracker.append(
+                    bench_sam2(
+                        folder, work, args.device, precision, args.frames, args.warmup, args.video_size,
+                        segmenter_cls=Sam3TrackerSegmenter, model="random:sam3",
+                    )
+                )  # fmt: skip
+                log(f"SAM 3 tracker {precision}: {tracker[-1]['s_per_frame_mean']} s/frame")
+            report["sam3"] = {"params_m": params, "tracks": tracks, "tracker": tracker}
     report["peak_rss_mib"] = _stages().peak_rss_mib()
     report["machine"] = _stages().machine_info()
     if args.json:

@@ -156,11 +156,27 @@ def write_refytvos(root: Path, frames: int = 3, size=(24, 32)) -> None:
         (root / "meta_expressions" / split / "meta_expressions.json").write_text(json.dumps(data))
 
 
+def rle_or_none(mask: np.ndarray) -> dict | None:
+    """The COCO RLE of a mask as the MeViS / ReVOS mask_dict.json holds it; None where it is empty."""
+    from pycocotools import mask as mask_utils
+
+    if not mask.any():
+        return None
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode()}
+
+
 def write_mevis(
-    root: Path, layout: str = "release", split: str = "valid_u", frames: int = 4, size=(24, 32)
+    root: Path,
+    layout: str = "release",
+    split: str = "valid_u",
+    frames: int = 4,
+    size=(24, 32),
+    late: int | None = None,
 ) -> dict:
     """Two videos with two objects each; expression 0 → object 0, 1 → both (union of anno ids),
-    2 → object 1. Returns {(video, exp): (T, H, W) bool target}."""
+    2 → object 1; with ``late``, object 0 appears only from that frame (empty ground-truth frames).
+    Returns {(video, exp): (T, H, W) bool target}."""
     from pycocotools import mask as mask_utils
 
     h, w = size
@@ -170,7 +186,7 @@ def write_mevis(
     anno = 0
     for v in range(2):
         name = f"m{v}"
-        labels = moving_labels(frames, h, w, 2, seed=10 + v)
+        labels = moving_labels(frames, h, w, 2, seed=10 + v, late=late)
         names = [f"{t:05d}" for t in range(frames)]
         write_jpegs(root / split / "JPEGImages" / name, names, h, w, labels)
         ids = []
@@ -201,6 +217,102 @@ def write_mevis(
     if split != "valid":
         (root / split / "mask_dict.json").write_text(json.dumps(mask_dict))
     return targets
+
+
+REVOS_VIDEOS = {
+    # video: [(text, type_id, objects)] over the video's objects 0..n-1 (drawn separately, so they overlap)
+    "r0": [
+        ("the ball that rolls in", 0, [0]),  # object 0 is absent from frame 0: empty ground truth there
+        ("which two things move together?", 1, [1, 2]),  # union of two overlapping objects
+        ("what would a child pick up first?", 1, [2]),
+        ("the purple elephant", 2, []),  # type_id 2: in no mean
+    ],
+    "r1": [
+        ("the shape on the left", 0, [0]),
+        ("both shapes", 0, [0, 1]),
+        ("what could roll off the table?", 1, [1]),
+    ],
+}
+
+
+def revos_objects(video: str, frames: int, size=(24, 32)) -> list[np.ndarray]:
+    """The objects of a synthetic ReVOS video, each (T, H, W) bool: moving ellipses that overlap."""
+    h, w = size
+    count = 1 + max(o for _, _, objs in REVOS_VIDEOS[video] for o in objs)
+    rng = np.random.default_rng(50 + sorted(REVOS_VIDEOS).index(video))
+    out = []
+    for i in range(count):
+        cy, cx = rng.uniform(0.35, 0.65) * h, rng.uniform(0.3, 0.7) * w
+        vy, vx = rng.uniform(-1, 1), rng.uniform(-2, 2)
+        ry, rx = rng.uniform(0.15, 0.3) * h, rng.uniform(0.12, 0.25) * w
+        masks = np.stack([ellipse((h, w), cy + vy * t, cx + vx * t, ry, rx) for t in range(frames)])
+        if video == "r0" and i == 0:
+            masks[0] = False
+        out.append(masks)
+    return out
+
+
+def write_revos(root: Path, frames: int = 4, size=(24, 32), foreground: bool = True) -> dict:
+    """ReVOS as released: ``JPEGImages/``, ``meta_expressions_{valid,train}_.json``, one
+    ``mask_dict.json`` for both splits (train: one video ``t0``), ``mask_dict_foreground.json`` unless
+    ``foreground`` is False. Frame names step by 5. Returns {(video, exp): (T, H, W) bool target} for
+    the valid videos."""
+    h, w = size
+    names = [f"{t * 5:05d}" for t in range(frames)]
+    mask_dict: dict = {}
+    fg_dict: dict = {}
+    targets = {}
+    anno = 0
+    metas: dict = {"valid": {"videos": {}}, "train": {"videos": {}}}
+    videos = {**REVOS_VIDEOS, "t0": [("the train shape", 0, [0])]}
+    for v, (video, expressions) in enumerate(videos.items()):
+        split = "train" if video.startswith("t") else "valid"
+        if video in REVOS_VIDEOS:
+            objects = revos_objects(video, frames, size)
+        else:
+            objects = [moving_labels(frames, h, w, 1, seed=60) > 0]
+        write_jpegs(root / "JPEGImages" / video, names, h, w, np.any(objects, axis=0).astype(np.uint8))
+        ids = []
+        for masks in objects:
+            mask_dict[str(anno)] = [rle_or_none(m) for m in masks]
+            ids.append(anno)
+            anno += 1
+        exps = {}
+        for k, (text, type_id, objs) in enumerate(expressions):
+            exps[str(k)] = {
+                "exp": text,
+                "obj_id": objs,
+                "anno_id": [ids[o] for o in objs],
+                "type_id": type_id,
+            }
+            union = np.zeros((frames, h, w), bool)
+            for o in objs:
+                union |= objects[o]
+            targets[(video, str(k))] = union
+        metas[split]["videos"][video] = {
+            "vid_id": v,
+            "height": h,
+            "width": w,
+            "frames": names,
+            "expressions": exps,
+        }
+        fg = np.any(objects, axis=0)
+        fg_dict[video] = {
+            "masks_rle": [rle_or_none(m) or {"size": [h, w], "counts": _empty_counts(h, w)} for m in fg],
+            "foreground_ratio": [float(m.mean()) for m in fg],
+        }
+    for split, meta in metas.items():
+        (root / f"meta_expressions_{split}_.json").write_text(json.dumps(meta))
+    (root / "mask_dict.json").write_text(json.dumps(mask_dict))
+    if foreground:
+        (root / "mask_dict_foreground.json").write_text(json.dumps(fg_dict))
+    return {k: t for k, t in targets.items() if k[0] in REVOS_VIDEOS}
+
+
+def _empty_counts(h: int, w: int) -> str:
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.encode(np.asfortranarray(np.zeros((h, w), np.uint8)))["counts"].decode()
 
 
 def write_s4(root: Path, videos: int = 2, size=(24, 24), empty_frame: bool = False) -> dict:

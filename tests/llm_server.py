@@ -76,9 +76,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path.rstrip("/").endswith("/models"):
-            self._send(
-                200, json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]}).encode()
-            )
+            data = [{"id": model, "object": "model"} for model in self.server.owner.models]
+            self._send(200, json.dumps({"object": "list", "data": data}).encode())
         else:
             self._send(404, json.dumps({"error": {"message": f"no route {self.path}"}}).encode())
 
@@ -142,6 +141,7 @@ class ScriptedOpenAIServer:
 
     def __init__(self, default: Entry | Callable[[dict], Any] | None = None) -> None:
         self.default = default
+        self.models = ["scripted"]  # the ids GET /v1/models lists
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()

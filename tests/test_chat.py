@@ -268,3 +268,22 @@ def test_a_tool_call_written_as_text_is_understood(tmp_path, video):
         assert "paint_it_blue" in told["answer"] and "nothing was done" in told["answer"]
     finally:
         store.__exit__(None, None, None)
+
+
+def test_track_referent_makes_an_object_of_each_accepted_track(tmp_path, video):
+    script = [call("track_referent", reference="the red square"), AIMessage(content="Tracked it.")]
+    chat, model, store = make_chat(tmp_path, video, script)
+    try:
+        report = chat.ask("track the red square")
+        if report["calls"][0]["error"]:  # tiny random SAM 3 found nothing: said as a tool error
+            assert "no object for 'the red square'" in report["calls"][0]["result"]
+        else:
+            result = json.loads(report["calls"][0]["result"])
+            assert result["decided_by"] == "baseline" and result["concept"] == "red square"
+            assert len(report["objects"]) == len(result["objects"]) >= 1
+            assert (
+                report["objects"][0]["frames_with_mask"] > 0
+                and report["objects"][0]["name"] == "the red square"
+            )
+    finally:
+        store.__exit__(None, None, None)

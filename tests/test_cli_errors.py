@@ -117,7 +117,7 @@ def test_doctor_reports_an_unreachable_llm_without_the_key(run_cli, monkeypatch)
 def test_models_list_and_pull_smoke(run_cli):
     code, out, _ = run_cli("models", "list", "--json")
     rows = json.loads(out)
-    assert code == 0 and {r["profile"] for r in rows} == {"default", "fast", "smoke"}
+    assert code == 0 and {r["profile"] for r in rows} == {"default", "fast", "sam3", "smoke"}
     code, out, _ = run_cli("models", "pull", "smoke", "--json")
     pulled = json.loads(out)
     assert code == 0 and set(pulled) == {
@@ -125,6 +125,7 @@ def test_models_list_and_pull_smoke(run_cli):
         "smoke:sam2-video",
         "smoke:ast",
         "smoke:clap",
+        "smoke:sam3",
     }
     code, _, err = run_cli("models", "pull", "IDEA-Research/grounding-dino-tiny")
     assert code == 3 and err.startswith("pulling IDEA-Research/grounding-dino-tiny")

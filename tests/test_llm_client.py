@@ -80,7 +80,8 @@ def test_good_answer_round_trips_and_the_request_carries_the_settings(llm_server
     (request,) = llm_server.chat_requests
     assert request["model"] == "vision-test"
     assert request["temperature"] == 0.0 and request["seed"] == 7
-    assert request["max_completion_tokens"] == 2048 and request["max_tokens"] == 2048
+    # a JSON answer gets the JSON budget (--llm-json-max-tokens), sent both ways for local servers
+    assert request["max_completion_tokens"] == 512 and request["max_tokens"] == 512
     assert request["response_format"]["type"] == "json_schema"
     assert request["response_format"]["json_schema"]["name"] == "FrameChoice"
     assert request["response_format"]["json_schema"]["schema"]["properties"]["frame"]["type"] == "integer"

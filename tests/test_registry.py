@@ -68,7 +68,7 @@ def test_registry_lists_builtins_and_the_plugin(plugin: ToolSpec) -> None:
     assert all(tools[name].origin == "alref" for name in BUILTINS)
     assert (plugin.role, plugin.origin, plugin.version) == ("grounding", "alref-example-grounding", "0.1.0")
     assert plugin.default_model is None and plugin.make_tool is not None
-    assert [s.name for s in for_role("grounding")] == ["grounding-dino", "color-boxes"]
+    assert [s.name for s in for_role("grounding")] == ["grounding-dino", "sam3", "color-boxes"]
     assert not broken()
     row = next(r for r in tool_rows() if r["name"] == "color-boxes")
     assert row["role"] == "grounding" and row["status"] == "ok"
@@ -79,7 +79,9 @@ def test_select_by_role_and_name(plugin: ToolSpec) -> None:
     assert select("grounding", "color-boxes") is plugin
     assert select("grounding").name == "grounding-dino"
     assert select("segmentation", None).name == "sam2-video"
-    with pytest.raises(InputError, match="installed grounding tools: grounding-dino, color-boxes") as err:
+    with pytest.raises(
+        InputError, match="installed grounding tools: grounding-dino, sam3, color-boxes"
+    ) as err:
         select("grounding", "owlv2")
     assert err.value.exit_code == 2
     with pytest.raises(InputError, match="'sam2-video' is a segmentation tool, not grounding"):

@@ -6,6 +6,8 @@ says no candidate box holds the referent.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -47,3 +49,30 @@ class SoundSources(BaseModel):
     objects: list[SoundSource] = Field(
         description="the sounding objects; empty if no label has a visible source"
     )
+
+
+class ConceptChoice(BaseModel):
+    """Answer of ``extract_concepts`` (the tracks strategy)."""
+
+    reasoning: str = Field(description="what kind of object the sentence is about")
+    concept: str = Field(description="the referent's category as a short noun phrase, e.g. 'dog'")
+    alternatives: list[str] = Field(
+        default_factory=list,
+        description="other short noun phrases for the same category, e.g. 'puppy', 'animal'",
+    )
+
+
+class CandidateLabel(BaseModel):
+    number: int = Field(description="the number drawn on the candidate")
+    verdict: Literal["accept", "reject", "uncertain"] = Field(
+        description="accept: it is (one of) the objects the sentence means; reject: it is not; "
+        "uncertain: these frames cannot tell"
+    )
+    reason: str = Field(description="the evidence in the frames, in one sentence")
+
+
+class CandidateLabels(BaseModel):
+    """Answer of ``judge_candidates`` (the tracks strategy)."""
+
+    reasoning: str = Field(description="what the sentence asks for and what each candidate does")
+    labels: list[CandidateLabel] = Field(description="one label for every numbered candidate shown")

@@ -34,10 +34,16 @@ def trace_context(state: ClipState, **extra: Any) -> dict[str, Any]:
 
 
 def ask(ctx: AgentContext, conversation: list[Message], step: str, context: dict[str, Any],
-        schema: type[BaseModel] | None = None, once: bool = False) -> LLMReply:  # fmt: skip
+        schema: type[BaseModel] | None = None, once: bool = False, max_tokens: int | None = None) -> LLMReply:  # fmt: skip
     """Ask with the whole conversation so far; a failure is raised for the node to route to its
     fallback (a fatal one also marks the client dead, so later steps stop asking)."""
-    return ctx.llm.ask(turns(conversation), schema, step=step, context=context, once=once)
+    return ctx.llm.ask(
+        turns(conversation), schema, step=step, context=context, once=once, max_tokens=max_tokens
+    )
+
+
+#: an answer cut at the token limit is asked again with twice the budget, up to this many times it
+MAX_BUDGET_FACTOR = 4
 
 
 def describe(
@@ -67,10 +73,17 @@ def choose(
     error_key: str,
     validate: Callable[[M], None],
     first_images: Sequence[str] = (),
+    cuts_key: str | None = None,
 ) -> tuple[dict[str, Any], M | None]:
     """One attempt of a deciding step. The first attempt asks ``first_prompt``; a retry appends the
-    previous validation error as a new turn. Returns (state update, valid answer or None)."""
+    previous validation error as a new turn. An answer cut at the token limit (``finish_reason``
+    "length") is recorded as such, and the re-ask says so and doubles the budget (``cuts_key`` counts
+    the cuts; at most :data:`MAX_BUDGET_FACTOR` times the first budget). Returns (state update, valid
+    answer or None)."""
     attempt = state.get(attempts_key, 0) + 1
+    cuts = state.get(cuts_key, 0) if cuts_key else 0
+    base = ctx.llm.budget(schema)
+    budget = base * min(2**cuts, MAX_BUDGET_FACTOR)
     conversation = list(state.get("conversation", []))
     if attempt == 1:
         conversation.append(message("user", first_prompt, first_images))
@@ -78,10 +91,17 @@ def choose(
         conversation.append(message("user", render("retry", error=state.get(error_key), expected=expected)))
     update: dict[str, Any] = {attempts_key: attempt, "conversation": conversation}
     try:
-        reply = ask(ctx, conversation, step, trace_context(state, attempt=attempt), schema)
+        reply = ask(ctx, conversation, step, trace_context(state, attempt=attempt), schema, max_tokens=budget)
     except LLMUnavailableError as error:
         return update | {"llm_down": str(error)}, None
     conversation.append(message("assistant", reply.text))
+    if reply.finish_reason == "length":
+        more = min(budget * 2, base * MAX_BUDGET_FACTOR)
+        text = (f"the answer was cut at the token limit ({budget} tokens) before it was complete; "
+                f"answer in the short form, with a brief reasoning" + (f" (the limit is now {more} tokens)" if more > budget else ""))  # fmt: skip
+        ctx.tracer.event("validation_error", step=step, **trace_context(state, attempt=attempt), error=text,
+                         cut_at_tokens=budget)  # fmt: skip
+        return update | {error_key: text} | ({cuts_key: cuts + 1} if cuts_key else {}), None
     try:
         answer = parse_answer(reply.text, schema)
         validate(answer)

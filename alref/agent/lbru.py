@@ -38,6 +38,7 @@ class LbruState(TypedDict, total=False):
     max_attempts: int
     conversation: list[Message]
     attempts: int
+    cuts: int
     error: str | None
     llm_down: str | None
     sources: list[dict[str, Any]]  # {"category", "labels", "hint_frame"}
@@ -83,7 +84,7 @@ def name_sound_sources(state: LbruState, runtime: Runtime[AgentContext]) -> dict
     update, answer = conv.choose(
         ctx, state, step="name_sound_sources", schema=SoundSources,
         first_prompt=render("lbru", n_frames=n, labels=labels, vocabulary_rule=rule), first_images=[state["tile"]],
-        expected=_expected(n), attempts_key="attempts", error_key="error", validate=validate,
+        expected=_expected(n), attempts_key="attempts", error_key="error", validate=validate, cuts_key="cuts",
     )  # fmt: skip
     if state.get("attempts", 0) == 0:  # the system turn opens the conversation
         update["conversation"] = [conv.message("system", render("system"))] + update["conversation"]

@@ -177,10 +177,11 @@ class LLMClient:
         self.settings = settings
         self.base_url = (settings.llm_base_url or OPENAI_URL).rstrip("/")
         self._key = settings.api_key
+        local = bool(settings.llm_base_url) and "api.openai.com" not in self.base_url
+        self._local = local and chat_model is None  # a ChatOpenAI built here for a local server
         if chat_model is None:
             from langchain_openai import ChatOpenAI
 
-            local = bool(settings.llm_base_url) and "api.openai.com" not in self.base_url
             chat_model = ChatOpenAI(
                 model=settings.llm_model,
                 base_url=settings.llm_base_url,
@@ -225,6 +226,11 @@ class LLMClient:
         """Why no later call can succeed (the first fatal failure), or None."""
         return self._dead
 
+    @property
+    def dead_kind(self) -> str | None:
+        """The kind of that failure: connection, auth, not_found or cannot_see_images."""
+        return self._dead_error.kind if self._dead_error is not None else None
+
     def usage(self) -> LLMUsage:
         with self._lock:
             return LLMUsage(**self._usage)  # type: ignore[typeddict-item]
@@ -257,19 +263,22 @@ class LLMClient:
         step: str,
         context: Mapping[str, Any] | None = None,
         once: bool = False,
+        max_tokens: int | None = None,
     ) -> LLMReply:
         """Send ``turns`` and return the raw answer; raises :class:`LLMUnavailableError` on failure.
-        ``once``: answer this exact question once for the client's life (see the module docstring)."""
+        ``once``: answer this exact question once for the client's life (see the module docstring).
+        ``max_tokens``: the answer budget, default :meth:`budget`."""
         started = time.monotonic()
+        budget = max_tokens or self.budget(schema)
         images = [[self._image(p) for p in turn.images] for turn in turns]
         detail = self.settings.llm_image_detail
         estimate = sum(image_tokens(i.width, i.height, detail) for sent in images for i in sent)
         structured = schema is not None and self._structured_ok
-        event = {"step": step, "context": dict(context or {}), "model": self.model_name}
+        event = {"step": step, "context": dict(context or {}), "model": self.model_name, "max_tokens": budget}
         event["messages"] = self._trace_messages(turns)
         self._count(asks=1)
         try:
-            reply = self._cached_call(turns, images, schema, structured, step, once)
+            reply = self._cached_call(turns, images, schema, structured, step, once, budget)
         except Exception as exc:
             self._note_failure(exc)
             latency = round(time.monotonic() - started, 4)
@@ -310,11 +319,17 @@ class LLMClient:
                 self._memory[key] = value
             return value, False
 
+    def budget(self, schema: type[BaseModel] | None) -> int:
+        """The answer budget: ``llm_json_max_tokens`` for a JSON answer, ``llm_max_tokens`` for free text."""
+        s = self.settings
+        return min(s.llm_json_max_tokens, s.llm_max_tokens) if schema is not None else s.llm_max_tokens
+
     def _cached_call(
         self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool, step: str,
-        once: bool = False,
+        once: bool = False, budget: int | None = None,
     ) -> LLMReply:  # fmt: skip
-        key = AnswerCache.key(self._cache_payload(turns, images, schema, structured))
+        budget = budget or self.budget(schema)
+        key = AnswerCache.key(self._cache_payload(turns, images, schema, structured, budget))
 
         def compute() -> tuple[dict[str, Any], bool]:
             if self._cache is not None:
@@ -322,16 +337,15 @@ class LLMClient:
                     stored = self._cache.get(key)
                     if stored is not None and isinstance(stored.get("text"), str):
                         return {**stored, "cache_hit": True}, True
-                    reply = self._call(turns, images, schema, structured, step)
+                    reply = self._call(turns, images, schema, structured, step, budget)
                     value = {"model": self.model_name, **{k: getattr(reply, k) for k in _CACHED}}
                     if _keep(reply):
                         self._cache.put(key, value)
                         if reply.structured != structured:  # the schema was rejected: later asks send none
-                            self._cache.put(
-                                AnswerCache.key(self._cache_payload(turns, images, schema, False)), value
-                            )
+                            unstructured = self._cache_payload(turns, images, schema, False, budget)
+                            self._cache.put(AnswerCache.key(unstructured), value)
                     return {**value, "transport_attempts": reply.transport_attempts}, _keep(reply)
-            reply = self._call(turns, images, schema, structured, step)
+            reply = self._call(turns, images, schema, structured, step, budget)
             value = {k: getattr(reply, k) for k in _CACHED}
             return {**value, "transport_attempts": reply.transport_attempts}, _keep(reply)
 
@@ -458,13 +472,14 @@ class LLMClient:
                     max_tokens=s.llm_max_tokens, detail=s.llm_image_detail)  # fmt: skip
 
     def _cache_payload(
-        self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool
+        self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool, budget: int
     ) -> dict[str, Any]:
         sent = [
             {"role": t.role, "text": t.text, "images": [i.sha256 for i in im]}
             for t, im in zip(turns, images, strict=True)
         ]
         return self._cache_base() | dict(
+            max_tokens=budget,
             schema=None if schema is None else [schema.__name__, schema.model_json_schema()],
             structured=structured,
             messages=sent,
@@ -499,13 +514,17 @@ class LLMClient:
     # calling
 
     def _call(
-        self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool, step: str
-    ) -> LLMReply:
+        self, turns: Sequence[Turn], images: list[list[_Image]], schema: Any, structured: bool, step: str,
+        budget: int,
+    ) -> LLMReply:  # fmt: skip
         messages = self._messages(turns, images)
         state = {"structured": structured}
+        limit: dict[str, Any] = {}
+        if budget != self.settings.llm_max_tokens:  # the model was built with llm_max_tokens
+            limit = {"max_tokens": budget} | ({"extra_body": {"max_tokens": budget}} if self._local else {})
 
         def send(kwargs: dict[str, Any]) -> BaseMessage:
-            return self.chat_model.invoke(messages, **kwargs)
+            return self.chat_model.invoke(messages, **kwargs, **limit)
 
         try:
             message, attempts = self._send(send, any(images), schema if structured else None, step, state)

@@ -88,15 +88,15 @@ _MESSAGES = {
     "rate_limit": "{where} kept answering 429 rate limit ({tries}): wait and rerun, lower --llm-concurrency, "
     "or check your quota [{detail}]",
     "server_error": "{where} failed ({tries}): {detail}; check the server (its log, its load) and rerun",
-    "connection": "cannot connect to {where} ({tries}): {detail}; check that the server is running and that "
-    "the base URL (--llm-base-url) is right",
-    "auth": "{where} refused the API key (HTTP {status}): check the key (--llm-api-key, ALREF_LLM_API_KEY or "
-    "OPENAI_API_KEY) [{detail}]",
+    "connection": "cannot connect to {where} ({detail}; {tries}): check that the server is running and "
+    "that --llm-base-url is right",
+    "auth": "{where} refused the API key (HTTP {status}): check the key in ALREF_LLM_API_KEY or "
+    "OPENAI_API_KEY (keys are never a flag) [{detail}]",
     "not_found": "{where} answered 404 for model '{model}': check the model name (--llm) and the base URL (it "
     "usually ends in /v1) [{detail}]",
     "bad_request": "{where} rejected the request (HTTP {status}): {detail}",
-    "schema_rejected": "{where} rejected the JSON-schema response_format (HTTP {status}): set llm_json to "
-    "'auto' or 'none' [{detail}]",
+    "schema_rejected": "{where} rejected the JSON-schema response_format (HTTP {status}): pass --llm-json "
+    "auto (or none), or set llm_json in the config file [{detail}]",
 }
 
 
@@ -121,13 +121,25 @@ def unavailable(
     return cls(message, kind=kind, status=failure.status, attempts=attempts)
 
 
+def _connection_reason(exc: BaseException | None) -> str:
+    """Why a connection failed, once: the innermost cause's text ("connection refused", "name or service
+    not known"), not the openai client's "Connection error." repeated by each wrapper."""
+    reason, seen = "", set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc).strip())
+        if text and text.rstrip(".").lower() != "connection error":
+            reason = text
+        exc = exc.__cause__ or exc.__context__
+    return reason[:1].lower() + reason[1:] if reason else "no connection"
+
+
 def classify(exc: Exception, has_images: bool, structured: bool) -> Failure | None:
     """What a failed call means; ``None`` for an exception that is not a transport or server problem."""
     if isinstance(exc, openai.APITimeoutError):
         return Failure("timeout", True, "request timed out")
     if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
-        return Failure("connection", True, f"{exc.message} ({cause})" if cause else exc.message)
+        return Failure("connection", True, _connection_reason(exc))
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         body = exc.body if exc.body is not None else ""

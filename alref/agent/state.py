@@ -33,6 +33,7 @@ class ClipState(TypedDict, total=False):
     llm_down: str | None  # why the LLM cannot be used any more in this clip
     # choose_frame
     frame_attempts: int
+    frame_cuts: int  # answers cut at the token limit (each re-ask doubles the budget)
     frame_error: str | None
     frame: int | None  # absolute frame index chosen (by the LLM or the fallback)
     frame_reasoning: str
@@ -49,6 +50,7 @@ class ClipState(TypedDict, total=False):
     syntax_reasoning: str
     # choose_box
     box_attempts: int
+    box_cuts: int
     box_error: str | None
     box: int | None  # 1-based number of the chosen candidate; None = none fits / not decided
     box_none: bool  # the LLM said that no box fits

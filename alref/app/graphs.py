@@ -196,7 +196,7 @@ def _session(thread: str, video: str, audio: str | None, out: Path, settings: Se
 def chat(state: ChatThreadState, runtime: Runtime[Any]) -> dict[str, Any]:
     """One turn: the chat agent answers the new messages with its tools (as `alref chat` does)."""
     from alref.agent.chat.agent import build_chat_graph
-    from alref.agent.chat.select import make_select_referent
+    from alref.agent.chat.select import make_select_referent, make_track_referent
     from alref.agent.chat.tools import make_tools
     from alref.agent.llm import LLMClient
     from alref.trace.record import Tracer
@@ -216,7 +216,11 @@ def chat(state: ChatThreadState, runtime: Runtime[Any]) -> dict[str, Any]:
             session.restore(state.get("objects"))  # another process (or a restart) held the thread before
         tracer = Tracer(session.workspace.trace, secrets=[settings.api_key] if settings.api_key else [])
         llm = LLMClient(settings, tracer=tracer)
-        tools = make_tools(session, make_select_referent(session, llm, None, thread))
+        tools = make_tools(
+            session,
+            make_select_referent(session, llm, None, thread),
+            make_track_referent(session, llm, None, thread),
+        )
         inner = build_chat_graph(session, llm, tools, int(context.get("max_steps") or 8))
         before = len(state["messages"])
         result = inner.invoke({"messages": state["messages"], "steps": 0}, {"recursion_limit": 100})

@@ -76,3 +76,31 @@ def sample_scores(decision: ClipDecision, detections: Detections) -> dict[str, f
     return {
         str(f): round(detections[f][0].score, 4) if detections.get(f) else None for f in decision["samples"]
     }
+
+
+#: words a short concept does not keep: articles, numbers and what starts a clause or a place
+_SKIP = {"the", "a", "an", "this", "that", "these", "those", "some", "all", "both", "two", "three", "four", "five",
+         "one", "several", "many", "each", "every", "another", "other", "there", "here", "it", "its", "they",
+         "them", "something", "thing", "object", "what", "any"}  # fmt: skip
+_STOP = {"that", "which", "who", "whom", "whose", "where", "when", "while", "on", "in", "at", "with", "of", "near",
+         "to", "from", "by", "under", "over", "behind", "beside", "next", "between", "is", "are", "was", "were",
+         "being", "and", "or", "but", "as", "than", "for", "into", "onto", "around", "through", "across",
+         "toward", "towards", "against", "left", "right", "front", "back", "first", "last"}  # fmt: skip
+
+
+def concept_of(reference: str) -> str:
+    """A short noun phrase for a concept tracker from a sentence, without an LLM: the words before the
+    first clause or place word (or a verb in -ing), without articles and numbers, at most three words.
+    "the dog on the left that jumps" -> "dog"; "two dogs running left" -> "dogs". Empty when the sentence
+    names nothing ("the one that is there")."""
+    words = [w.strip(".,;:!?\"'()").lower() for w in reference.split()]
+    kept: list[str] = []
+    for word in words:
+        if not word:
+            continue
+        if kept and (word in _STOP or word.endswith("ing")):
+            break
+        if word in _SKIP or word in _STOP:
+            continue
+        kept.append(word)
+    return " ".join(kept[-3:])

@@ -153,3 +153,53 @@ def decision_clip(decision: ClipDecision) -> Clip:
         "end": decision["end"],
         "samples": list(decision["samples"]),
     }
+
+
+class Track(TypedDict):
+    """One object a concept tracker (SAM 3) follows over the video: its masks stay with the tool (or as
+    RLE in the workspace); the record holds what a decision needs."""
+
+    id: int  # the tracker's object id, unique within one concept's tracks
+    concept: str  # the noun phrase it was found for
+    score: float  # the tracker's detection score (the highest over the frames where it exists)
+    frames: list[int]  # the frames where its mask is not empty, ascending
+    boxes: dict[str, Box]  # str(frame) -> the mask's bounding box, on the frames where it exists
+    area: dict[str, int]  # str(frame) -> mask pixels, on the frames where it exists
+
+
+Verdict = Literal["accept", "reject", "uncertain"]
+
+
+class CandidateVerdict(TypedDict):
+    """The LLM's label for one candidate track in one judging round."""
+
+    track: int  # Track["id"]
+    number: int  # the number it was drawn with
+    verdict: Verdict
+    reason: str
+
+
+class TrackRound(TypedDict):
+    """One judging round: the frames shown, the candidates drawn on them and the labels given."""
+
+    round: int
+    frames: list[int]
+    candidates: list[int]  # track ids shown in this round
+    image: str | None  # the set-of-marks image, relative to OUT/work/agent
+    verdicts: list[CandidateVerdict]
+    decided_by: DecidedBy
+
+
+class TrackDecision(TypedDict):
+    """The tracks strategy's answer for one reference: the union of the accepted tracks."""
+
+    id: int
+    text: str
+    concepts_tried: list[str]
+    concept: str | None  # the concept whose tracks were judged
+    candidates: list[Track]
+    rounds: list[TrackRound]
+    accepted: list[int]  # track ids
+    decided_by: DecidedBy
+    reason: str
+    not_found: str | None

@@ -8,6 +8,8 @@
                      agent/tiles/clip<NNN>.jpg      (the clip's numbered tile)
                      agent/tiles/lbru.jpg           (the sound step's tile)
                      agent/boxes/ref<R>_clip<NNN>_frame<F>.jpg   (numbered candidate boxes)
+                     agent/tracks/ref<R>_round<K>.jpg (the tracks strategy's candidates, set-of-marks)
+                     tracks/<concept digest>.json  (a concept's tracks, masks as RLE)
     OUT/trace/       events.jsonl  images/<sha256[:16]>.jpg
 
 ``work/`` is deleted after a finished run unless ``--keep-work``, except what a rerun needs to skip
@@ -115,3 +117,12 @@ class Workspace:
 
     def boxes_image(self, ref: int, clip: int, frame: int) -> Path:
         return self.agent / "boxes" / f"ref{ref}_clip{clip:03d}_frame{frame}.jpg"
+
+    def round_image(self, ref: int, round_: int) -> Path:
+        return self.agent / "tracks" / f"ref{ref}_round{round_}.jpg"
+
+    def concept_tracks(self, concept: str) -> Path:
+        import hashlib
+
+        digest = hashlib.sha256(concept.strip().lower().encode("utf-8")).hexdigest()[:16]
+        return self.work / "tracks" / f"{digest}.json"

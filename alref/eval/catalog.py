@@ -7,6 +7,7 @@ DATASET_NAMES = (
     "ref-davis",
     "ref-youtube-vos",
     "mevis",
+    "revos",
     "avsbench-s4",
     "avsbench-ms3",
     "avss",
@@ -17,6 +18,7 @@ ALREF_SAM2 = "-alref-sam2"
 PROTOCOLS: dict[str, str] = {
     "davis": "Ref-DAVIS17: DAVIS 2017 unsupervised (void excluded, Hungarian matching), mean over anno_0..3",
     "mevis": "MeViS: per-expression mean J and F over all frames, averaged over expressions",
+    "revos": "ReVOS: per-expression J, F, R as VISA's eval_revos.py; referring, reasoning, overall means",
     "avsbench-s4": "AVSBench S4: M_J, M_F as the official test script (one video per batch)",
     "avsbench-ms3": "AVSBench MS3: M_J, M_F as the official test script (one video per batch)",
     "avss": "AVSBench-semantic: mIoU and F over 71 classes (masks resized to 224x224)",

@@ -22,13 +22,13 @@ from alref.eval.catalog import DATASET_NAMES, PROTOCOLS
 from alref.options import Given, SettingsCommand, settings_options
 
 eval_app = typer.Typer(
-    help="Benchmarks: run alref over Ref-DAVIS17, Ref-YouTube-VOS, MeViS or AVSBench, and score "
+    help="Benchmarks: run alref over Ref-DAVIS17, Ref-YouTube-VOS, MeViS, ReVOS or AVSBench, and score "
     "predictions exactly as the official tools do.",
     no_args_is_help=True,
 )
 Protocol = Enum("Protocol", {name: name for name in PROTOCOLS}, type=str)  # type: ignore[misc]
-out_console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+out_console = Console(soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def _print_json(data: Any) -> None:
@@ -68,23 +68,24 @@ def score_cmd(
 
     mevis: --gt holds meta_expressions.json and mask_dict.json (valid_u); --pred holds <video>/<exp_id>/<frame>.png (or Annotations/).
 
+    revos: --gt is the ReVOS folder (meta_expressions_valid_.json, mask_dict.json, mask_dict_foreground.json); --pred as for mevis. Reports referring, reasoning and overall J, F, J&F, and R.
+
     AVSBench (avsbench-s4, avsbench-ms3, avss, avss-v2-binary and the *-alref-sam2 variants): --gt is the dataset folder with its metadata CSV; --pred mirrors the ground truth's relative paths.
     """
-    from alref.eval.score import score
+    from alref.eval.score import headline, score
 
     name = protocol.value if isinstance(protocol, Enum) else str(protocol)
     result = score(name, pred, gt, workers=workers)
     if as_json:
         _print_json(result)
         return
-    keys = ("M_J", "M_F") if "M_J" in result else ("J", "F", "J&F")
     extra = {k: v for k, v in result.items() if k.startswith("num_")}
     if result.get("runs") and len(result["runs"]) > 1:
         for run, values in result["runs"].items():
             extra[f"{run} J&F"] = _fmt(values["J&F"])
     if result.get("missing_videos"):
         extra["videos without predictions (scored 0)"] = len(result["missing_videos"])
-    out_console.print(_table(f"alref eval score · {name}", {k: result[k] for k in keys}, extra))
+    out_console.print(_table(f"alref eval score · {name}", headline(result), extra))
 
 
 @eval_app.command("run", cls=SettingsCommand)

@@ -1,4 +1,4 @@
-"""The evaluation protocols on arrays (no file reading): DAVIS unsupervised, MeViS, AVSBench.
+"""The evaluation protocols on arrays (no file reading): DAVIS unsupervised, MeViS, ReVOS, AVSBench.
 
 **DAVIS 2017 unsupervised** (what Ref-DAVIS17 uses, as ``davis2017-evaluation`` computes it):
 every ground-truth frame is scored; value 255 is void and excluded from both masks; the ground-truth
@@ -13,6 +13,20 @@ from its first appearance (frames before it appears score 1 when the prediction 
 
 **MeViS**: per expression, the target is the union of its ``anno_id`` masks on every frame; J and F
 are averaged over all frames, then over expressions; J&F is their mean.
+
+**ReVOS** (VISA's ``tools/eval_revos.py``): per expression, the target is the union of its
+``anno_id`` masks on every frame (the script adds the uint8 masks; a pixel is foreground where the
+sum is not 0) and J and F are averaged over all frames, as for MeViS. It also computes the robustness
+R per frame, ``max(1 − neg / (pos + 1e-6), 0)`` with ``pos`` the pixels of the video's foreground
+(the union of every annotated object of the video, ``mask_dict_foreground.json``) and ``neg`` the
+sum of ``(1 − target) × prediction`` in uint8 arithmetic on the prediction's grey values — so a
+0/255 mask counts 255 per false-positive pixel, and a pixel covered by two objects wraps to a small
+value; R is averaged over frames. Each expression's J, F and R are then rounded to two decimals in
+percent (``round(100 * j, 2)``) and averaged per ``type_id``: 0 referring, 1 reasoning; J&F of a
+split is the mean of its J and F; *overall* J, F, J&F and R are the means of the two splits' values
+(not the mean over all expressions). Expressions with ``type_id`` 2 (the script's ``is_nan``) are in
+no mean. Where one split has no expression (a subset of the videos), the overall is the other
+split's (the script would give NaN).
 
 **AVSBench** binary (S4, MS3, AVSS-V2-Binary), two named variants:
 
@@ -192,6 +206,53 @@ def davis_summary(objects: Sequence[ObjectScore]) -> dict[str, float]:
     j = float(np.mean([o.j_mean for o in objects]))
     f = float(np.mean([o.f_mean for o in objects]))
     return {"J": j, "F": f, "J&F": (j + f) / 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# ReVOS
+
+REVOS_SPLITS = {0: "referring", 1: "reasoning"}  # type_id → split; type_id 2 is in no mean
+
+
+def revos_robustness(target: np.ndarray, pred: np.ndarray, foreground: np.ndarray) -> float:
+    """R of one frame as VISA's ``get_r2vos_robustness``: ``target`` is the uint8 sum of the
+    expression's object masks, ``pred`` the prediction's uint8 grey values, ``foreground`` the
+    video's 0/1 foreground; ``(1 − target) × pred`` is taken in uint8 arithmetic (it wraps)."""
+    target = np.asarray(target, np.uint8)
+    pred = np.asarray(pred, np.uint8)
+    neg = int(((np.uint8(1) - target) * pred).sum(dtype=np.uint64))
+    pos = int(np.asarray(foreground, np.uint8).sum(dtype=np.uint64))
+    return max(1 - np.float64(neg) / (pos + 1e-6), 0.0)
+
+
+def revos_percent(value: float) -> float:
+    """An expression's J, F or R as the ReVOS script stores it: ``round(100 * value, 2)`` on a NumPy
+    float (NumPy's rounding)."""
+    return float(np.round(np.float64(100) * np.float64(value), 2))
+
+
+def revos_summary(expressions: Sequence[dict]) -> dict:
+    """The ReVOS table from per-expression ``{"J", "F", "R", "type_id"}`` (already in rounded percent,
+    see :func:`revos_percent`): per split (``referring``, ``reasoning``) the means of J, F and R, J&F
+    = (J + F) / 2 and the number of expressions; overall J, F, J&F and R are the means of the two
+    splits' values (a split without expressions is left out: None there). Expressions of
+    ``type_id`` 2 are only counted (``other``)."""
+    out: dict = {}
+    for type_id, split in REVOS_SPLITS.items():
+        rows = [e for e in expressions if e["type_id"] == type_id]
+        if not rows:
+            out[split] = {"J": None, "F": None, "J&F": None, "R": None, "num_expressions": 0}
+            continue
+        j = float(np.array([e["J"] for e in rows]).mean())
+        f = float(np.array([e["F"] for e in rows]).mean())
+        r = float(np.array([e["R"] for e in rows]).mean())
+        out[split] = {"J": j, "F": f, "J&F": (j + f) / 2, "R": r, "num_expressions": len(rows)}
+    present = [out[s] for s in REVOS_SPLITS.values() if out[s]["num_expressions"]]
+    for key in ("J", "F", "J&F", "R"):
+        out[key] = float(np.mean([s[key] for s in present])) if present else None
+    known = set(REVOS_SPLITS)
+    out["other"] = {"num_expressions": sum(1 for e in expressions if e["type_id"] not in known)}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

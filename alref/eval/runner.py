@@ -38,9 +38,10 @@ from alref.eval.datasets.avsbench import AvsDataset
 from alref.eval.datasets.base import read_level_png
 from alref.eval.datasets.mevis import Mevis
 from alref.eval.datasets.refdavis import RefDavis
+from alref.eval.datasets.revos import Revos
 from alref.eval.metrics import binary_j_f
 from alref.eval.protocols import avs_summary, avs_video_scores
-from alref.eval.score import score_avsbench, score_davis, score_mevis
+from alref.eval.score import headline, score_avsbench, score_davis, score_mevis, score_revos
 from alref.eval.writers import zip_folder
 from alref.media.writers import atomic_write_json, rle_to_mask
 from alref.progress import Reporter
@@ -159,7 +160,7 @@ def run_eval(
         TimeRemainingColumn,
     )
 
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, emoji=False)
     ds = open_dataset(dataset, root, split)
     items = ds.select(videos, limit)
     out = Path(out).expanduser()
@@ -172,12 +173,14 @@ def run_eval(
     identity = _identity(ds, settings)
     previous = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else None
     if previous is not None and previous != identity and not force:
-        changed = sorted(k for k in identity if previous.get(k) != identity[k])
-        raise InputError(
-            f"{out} already holds a run with different {', '.join(changed)}; rerun with --force to "
-            "start over there, or pick another --out"
-        )
-    if force:
+        if read_results(results_path):
+            changed = sorted(k for k in identity if previous.get(k) != identity[k])
+            raise InputError(
+                f"{out} already holds a run with different {', '.join(changed)}; rerun with --force to "
+                "start over there, or pick another --out"
+            )
+    # a run that recorded nothing (it failed before its first video, loading a model) locks nothing
+    if force or (previous is not None and previous != identity):
         results_path.unlink(missing_ok=True)
         shutil.rmtree(pred_root, ignore_errors=True)
     atomic_write_json(out / "run.json", identity)
@@ -261,7 +264,7 @@ def _write_video(
                          "frames_with_mask": int(np.count_nonzero(masks[i].any(axis=(1, 2))))}  # fmt: skip
         if e.annotator is not None:
             record["annotator"] = e.annotator
-        if isinstance(ds, Mevis) and ds.gt is not None:
+        if isinstance(ds, (Mevis, Revos)) and ds.gt is not None:
             j, f = binary_j_f(masks[i], ds.gt.masks(video.id, e.id, masks[i].shape[1:]))
             record |= {"J": float(np.mean(j)) * 100, "F": float(np.mean(f)) * 100}
         records.append(record)
@@ -300,10 +303,11 @@ def _finish(ds: EvalDataset, items: list[VideoItem], pred_root: Path, out: Path,
         scores = score_davis(pred_root, ds.gt_dir, sequences=ids)
     elif isinstance(ds, Mevis):
         scores = score_mevis(pred_root, ds.gt, videos=ids)  # type: ignore[arg-type]
+    elif isinstance(ds, Revos):
+        scores = score_revos(pred_root, ds.gt, videos=ids)
     else:
         scores = score_avsbench(str(ds.protocol), pred_root, ds.root, videos=ids, split=ds.split)
     atomic_write_json(out / "scores.json", scores)
-    keys = ("M_J", "M_F") if "M_J" in scores else ("J", "F", "J&F")
-    summary["scores"] = {k: scores[k] for k in keys}
+    summary["scores"] = headline(scores)  # ReVOS: also R and the referring / reasoning splits
     summary["scores_file"] = str(out / "scores.json")
     return summary

@@ -1,12 +1,14 @@
 """Score predictions already on disk, per protocol, without running any model (``alref eval score``).
 
 Every result is a dict with the headline numbers in percent, unrounded — ``J``, ``F``, ``J&F``
-(``davis``, ``mevis``) or ``M_J``, ``M_F`` (AVSBench) — plus ``protocol`` and the detail under its
-own key (``sequences``, ``expressions``, ``videos`` or ``classes``). Sequences, expressions and
-videos are scored in parallel threads (PNG decoding, NumPy and OpenCV release the GIL).
+(``davis``, ``mevis``; ``revos`` adds ``R`` and its ``referring`` / ``reasoning`` splits) or
+``M_J``, ``M_F`` (AVSBench) — plus ``protocol`` and the detail under its own key (``sequences``,
+``expressions``, ``videos`` or ``classes``); :func:`headline` gives the rows of a result's table.
+Sequences, expressions and videos are scored in parallel threads (PNG decoding, NumPy and OpenCV
+release the GIL).
 
-Protocols (see :mod:`alref.eval.protocols` for the rules): ``davis``, ``mevis``, ``avsbench-s4``,
-``avsbench-ms3``, ``avss``, ``avss-v2-binary``, and AL-Ref-SAM 2's own evaluator for the binary
+Protocols (see :mod:`alref.eval.protocols` for the rules): ``davis``, ``mevis``, ``revos``,
+``avsbench-s4``, ``avsbench-ms3``, ``avss``, ``avss-v2-binary``, and AL-Ref-SAM 2's own evaluator for the binary
 AVSBench settings: ``avsbench-s4-alref-sam2``, ``avsbench-ms3-alref-sam2``,
 ``avss-v2-binary-alref-sam2``.
 """
@@ -25,17 +27,21 @@ from PIL import Image
 from alref.eval.catalog import ALREF_SAM2, PROTOCOLS
 from alref.eval.datasets import dataset_class
 from alref.eval.datasets.avsbench import AvsDataset
-from alref.eval.datasets.base import read_index_png, read_level_png
+from alref.eval.datasets.base import DatasetLayoutError, read_grey_png, read_index_png, read_level_png
 from alref.eval.datasets.mevis import MevisGroundTruth
 from alref.eval.datasets.refdavis import DavisGroundTruth
+from alref.eval.datasets.revos import RevosGroundTruth
 from alref.eval.errors import PredictionLayoutError
-from alref.eval.metrics import AVSS_CLASSES, SemanticAccumulator, binary_j_f
+from alref.eval.metrics import AVSS_CLASSES, SemanticAccumulator, binary_j_f, f_measure, jaccard
 from alref.eval.protocols import (
     DavisGroundTruthSequence,
     ObjectScore,
     avs_summary,
     avs_video_scores,
     davis_summary,
+    revos_percent,
+    revos_robustness,
+    revos_summary,
 )
 from alref.media.writers import davis_palette
 
@@ -91,11 +97,26 @@ def score(
         return score_davis(pred, gt, sequences=names, workers=workers, progress=progress)
     if protocol == "mevis":
         return score_mevis(pred, gt, videos=names, workers=workers, progress=progress)
+    if protocol == "revos":
+        return score_revos(pred, gt, videos=names, workers=workers, progress=progress)
     return score_avsbench(protocol, pred, gt, videos=names, workers=workers, progress=progress)
 
 
 def _percent(values: dict[str, float]) -> dict[str, float]:
     return {k: v * 100 for k, v in values.items()}
+
+
+def headline(result: dict[str, Any]) -> dict[str, float | None]:
+    """The rows of a result's table, in order: ``J``, ``F``, ``J&F`` (AVSBench: ``M_J``, ``M_F``);
+    ReVOS adds ``R`` and its splits' ``referring J`` … ``reasoning J&F``."""
+    if "M_J" in result:
+        return {k: result[k] for k in ("M_J", "M_F")}
+    out = {k: result[k] for k in ("J", "F", "J&F")}
+    if result.get("protocol") == "revos":
+        out["R"] = result["R"]
+        for split in ("referring", "reasoning"):
+            out |= {f"{split} {k}": result[split][k] for k in ("J", "F", "J&F")}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,8 +239,8 @@ def score_mevis(
             raise PredictionLayoutError(
                 f"no predictions for expression {exp} of {video}: {folder} is missing"
             )
-        masks = np.stack(
-            [read_level_png(folder / f"{n}.png", "predicted mask", PredictionLayoutError) > 0 for n in frames]
+        masks = np.stack(  # OpenCV's grey values, as the official script reads them: not 0 = foreground
+            [read_grey_png(folder / f"{n}.png", "predicted mask", PredictionLayoutError) != 0 for n in frames]
         )
         j, f = binary_j_f(masks, truth.masks(video, exp, masks.shape[1:]))
         return float(np.mean(j)), float(np.mean(f))
@@ -238,6 +259,86 @@ def score_mevis(
             f"{v}/{e}": {"J": r[0] * 100, "F": r[1] * 100}
             for (v, e, _), r in zip(items, results, strict=True)
         },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# ReVOS
+
+
+def score_revos(
+    pred: Path,
+    gt: Path | RevosGroundTruth,
+    videos: list[str] | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """ReVOS as VISA's ``eval_revos.py`` (rules in :mod:`alref.eval.protocols`): per expression J, F
+    and R over every frame, rounded to 0.01 %, then the referring / reasoning / overall means. A
+    missing video folder scores J = F = R = 0 (as the script); any other missing or unreadable file,
+    or a size that differs from the ground truth, is an error (the script would score it 0 silently).
+    The detail holds each ``<video>/<exp_id>``'s J, F, R and ``type_id``."""
+    truth = gt if isinstance(gt, RevosGroundTruth) else RevosGroundTruth(gt)
+    root = pred / "Annotations" if (pred / "Annotations").is_dir() else pred
+    items = truth.expressions()
+    if videos is not None:
+        wanted = set(videos)
+        items = [i for i in items if i[0] in wanted]
+    untyped = next((i for i in items if i[3] is None), None)
+    if untyped is not None:
+        raise DatasetLayoutError(
+            f"expression {untyped[1]} of video {untyped[0]!r} in {truth.meta_path} has no type_id "
+            "(0 referring, 1 reasoning), which the ReVOS means need"
+        )
+    present = {v for v, _, _, _ in items if (root / v).is_dir()}
+    if items and not present:
+        v, e, frames, _ = items[0]
+        raise PredictionLayoutError(
+            f"no predictions for any video in {root}: expected e.g. {root / v / e / frames[0]}.png"
+        )
+
+    def one(item: tuple[str, str, list[str], int | None]) -> tuple[float, float, float]:
+        video, exp, frames, _ = item
+        if video not in present:
+            return 0.0, 0.0, 0.0
+        folder = root / video / exp
+        if not folder.is_dir():
+            raise PredictionLayoutError(
+                f"no predictions for expression {exp} of {video}: {folder} is missing"
+            )
+        j, f, r = [], [], []
+        shape: tuple[int, int] | None = None
+        for t, name in enumerate(frames):
+            grey = read_grey_png(folder / f"{name}.png", "predicted mask", PredictionLayoutError)
+            if shape is None:
+                shape = grey.shape
+            elif grey.shape != shape:
+                raise PredictionLayoutError(
+                    f"predicted mask {folder / name}.png is {grey.shape[1]}x{grey.shape[0]}, the first "
+                    f"frame's is {shape[1]}x{shape[0]}"
+                )
+            target = truth.target(video, exp, t, shape)
+            j.append(jaccard(grey != 0, target != 0))
+            f.append(f_measure(grey != 0, target != 0))
+            r.append(revos_robustness(target, grey, truth.foreground(video, t, shape)))
+        return float(np.mean(j)), float(np.mean(f)), float(np.mean(r))
+
+    results = _parallel(one, items, workers, progress)
+    rows = [
+        {"J": revos_percent(j), "F": revos_percent(f), "R": revos_percent(r), "type_id": type_id}
+        for (_, _, _, type_id), (j, f, r) in zip(items, results, strict=True)
+    ]
+    summary = revos_summary(rows)
+    return {
+        "protocol": "revos",
+        **{k: summary[k] for k in ("J", "F", "J&F", "R")},
+        "referring": summary["referring"],
+        "reasoning": summary["reasoning"],
+        "num_expressions": len(items),
+        "num_other_expressions": summary["other"]["num_expressions"],
+        "foreground": str(truth.foreground_path or "derived from mask_dict.json"),
+        "missing_videos": sorted({v for v, _, _, _ in items} - present),
+        "expressions": {f"{v}/{e}": row for (v, e, _, _), row in zip(items, rows, strict=True)},
     }
 
 

@@ -185,7 +185,7 @@ def open_video(path: str | Path, fps: float | None = None) -> Video:
     """
     path = Path(path).expanduser()
     if fps is not None and not fps > 0:
-        raise MediaError(f"bad frame rate {fps}: --fps must be a positive number")
+        raise MediaError(f"bad frame rate {fps}: fps must be a positive number")
     if not path.exists():
         raise MediaError(f"no such file or folder: {path} ({_EXPECTED})")
     if path.is_dir():

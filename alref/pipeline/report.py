@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import platform
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import alref
 from alref.config import Settings
 from alref.core.baseline import sample_scores
-from alref.core.records import Clip, ClipDecision, Detections, ReferenceDecision
+from alref.core.records import Clip, ClipDecision, Detections, ReferenceDecision, TrackDecision
 from alref.core.workspace import MASKS_FILE, OVERLAY_FILE, RESULT_FILE
 
 SMOKE_NOTE = "made with the smoke profile: tiny random-weight models, the masks are meaningless"
@@ -22,11 +23,63 @@ def llm_label(settings: Settings, chat_model: Any) -> str:
     return f"{settings.llm_model} at {settings.llm_base_url or 'OpenAI'}"
 
 
-def apply_agent_outcome(result: dict[str, Any], usage: Any, settings: Settings, chat_model: Any) -> None:
-    """The agent's mode and what its LLM client counted."""
+#: why no later LLM call could succeed, as a user reads it (LLMClient.dead_kind)
+DEAD_REASONS = {
+    "cannot_see_images": "the model cannot see images",
+    "connection": "the LLM server could not be reached",
+    "auth": "the LLM server refused the API key",
+    "not_found": "the LLM server does not know the model",
+}
+
+
+def _short_reason(text: str) -> str:
+    text = " ".join(text.split()).split("; took ")[0]
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def llm_decisions(
+    results: list[ReferenceDecision], dead_kind: str | None, dead: str | None
+) -> dict[str, Any]:
+    """How the clips with candidates were really decided: by the LLM, or by the baseline fallback (and
+    the most common reason why)."""
+    decided = [d for r in results for d in r["clips"] if d["decided_by"] in ("llm", "fallback")]
+    fell_back = [d for d in decided if d["decided_by"] == "fallback"]
+    reason = None
+    if fell_back:
+        if dead_kind:
+            reason = DEAD_REASONS.get(dead_kind) or _short_reason(dead or dead_kind)
+        else:
+            reasons = Counter(_short_reason(f) for d in fell_back for f in d.get("fallbacks", [])[:1])
+            reason = reasons.most_common(1)[0][0] if reasons else None
+    reasks = sum(max(0, n - 1) for d in decided for n in (d.get("attempts") or {}).values())
+    return {"clips": len(decided), "by_llm": len(decided) - len(fell_back), "fell_back": len(fell_back),
+            "reason": reason, "reasks": reasks,
+            "fallbacks": sum(len(d.get("fallbacks", [])) for d in decided)}  # fmt: skip
+
+
+def mode_label(result: dict[str, Any]) -> str:
+    """``agent``, or ``agent (2 of 2 clips fell back: the model cannot see images)``."""
+    mode, decisions = str(result.get("mode", "?")), result.get("llm_decisions") or {}
+    if mode == "agent" and decisions.get("fell_back"):
+        why = f": {decisions['reason']}" if decisions.get("reason") else ""
+        what = "clips" if result.get("strategy", "pivot") == "pivot" else "references"
+        return f"agent ({decisions['fell_back']} of {decisions['clips']} {what} fell back{why})"
+    return mode
+
+
+def apply_agent_outcome(
+    result: dict[str, Any], results: list[ReferenceDecision], llm: Any, settings: Settings, chat_model: Any
+) -> None:
+    """The agent's mode, how the clips were really decided, and what its LLM client counted."""
+    decisions = llm_decisions(results, llm.dead_kind, llm.dead)
+    usage = dict(llm.usage())
     result["mode"] = "agent"
+    result["llm_decisions"] = decisions
     result["mode_reason"] = f"GPT-PS pivot selection with {llm_label(settings, chat_model)}"
-    result["llm"] = dict(usage) | {"base_url": settings.llm_base_url, "retries": settings.llm_retries}
+    if decisions["fell_back"]:
+        result["mode_reason"] += "; " + mode_label(result).removeprefix("agent (").removesuffix(")")
+    result["llm"] = usage | {"reasks": decisions["reasks"], "fallbacks": decisions["fallbacks"],
+                             "base_url": settings.llm_base_url, "max_reasks": settings.llm_retries}  # fmt: skip
 
 
 def apply_audio_plan(result: dict[str, Any], plan: Any, sink: Any, sources: Any) -> None:
@@ -100,13 +153,22 @@ def build_result(
                 "masks": sink.summary(obj),
             }
         )
+    result = _result(video, settings, models, refs, timer, run_key, sink,
+                     "no LLM configured: GroundingDINO + SAM 2 baseline decisions")  # fmt: skip
+    result["clips"] = [dict(c) for c in clips]
+    return result
+
+
+def _result(video, settings, models, refs, timer, run_key, sink, mode_reason: str) -> dict[str, Any]:
+    """result.json around its references: status, mode, input, settings, models, timings, outputs."""
     found = sum(r["status"] == "ok" for r in refs)
     status = "ok" if found == len(refs) else ("not_found" if found == 0 else "partial")
     result: dict[str, Any] = {
         "alref_version": alref.__version__,
         "status": status,
         "mode": "baseline",
-        "mode_reason": "no LLM configured: GroundingDINO + SAM 2 baseline decisions",
+        "mode_reason": mode_reason,
+        "strategy": settings.strategy,
         "smoke": models.smoke,
     }
     if models.smoke:
@@ -114,7 +176,6 @@ def build_result(
     result |= {
         "input": video.info.to_dict(),
         "references": refs,
-        "clips": [dict(c) for c in clips],
         "settings": settings.public_dict(),
         "models": models.describe(),
         "device": models.device,
@@ -131,3 +192,40 @@ def build_result(
         "run_key": run_key,
     }
     return result
+
+
+def build_tracks_result(video, settings, models, decisions: list[TrackDecision], sink, timer, run_key):
+    """result.json of the tracks strategy: per reference the concepts tried, the candidate tracks, each
+    judging round's frames and labels, and the accepted tracks."""
+    refs = []
+    for d in decisions:
+        status = "not_found" if d["not_found"] or not d["accepted"] else "ok"
+        candidates = [{k: t[k] for k in ("id", "score", "frames")} | {"first_frame": t["frames"][0] if t["frames"] else None,
+                       "number": n} for n, t in enumerate(d["candidates"], start=1)]  # fmt: skip
+        refs.append({"id": d["id"], "text": d["text"], "status": status, "reason": d["reason"],
+                     "decided_by": d["decided_by"], "concept": d["concept"], "concepts_tried": d["concepts_tried"],
+                     "candidates": candidates, "rounds": d["rounds"], "accepted": d["accepted"],
+                     "masks": sink.summary(d["id"])})  # fmt: skip
+    return _result(video, settings, models, refs, timer, run_key, sink,
+                   "no LLM configured: the highest-scoring SAM 3 track of each sentence's concept")  # fmt: skip
+
+
+def apply_tracks_outcome(result: dict[str, Any], decisions: list[TrackDecision], llm: Any, settings: Settings,
+                         chat_model: Any) -> None:  # fmt: skip
+    """The agent's mode for the tracks strategy, how the references were really decided, the LLM's counts."""
+    fell_back = [d for d in decisions if d["decided_by"] == "fallback"]
+    reason = DEAD_REASONS.get(llm.dead_kind or "") or (
+        _short_reason(fell_back[0]["reason"]) if fell_back else None
+    )
+    result["mode"] = "agent"
+    result["llm_decisions"] = {"references": len(decisions), "by_llm": len(decisions) - len(fell_back),
+                               "fell_back": len(fell_back), "clips": len(decisions), "reason": reason}  # fmt: skip
+    result["mode_reason"] = (
+        f"track reasoning (SAM 3 concept tracks judged) with {llm_label(settings, chat_model)}"
+    )
+    if fell_back:
+        result["mode_reason"] += f"; {len(fell_back)} of {len(decisions)} references fell back: {reason}"
+    result["llm"] = dict(llm.usage()) | {
+        "base_url": settings.llm_base_url,
+        "max_reasks": settings.llm_retries,
+    }

@@ -25,11 +25,12 @@ from alref.agent.select import select_pivots
 from alref.config import Settings
 from alref.core.records import Reference
 from alref.core.workspace import Workspace
-from alref.errors import InputError, MediaError, NoAudioError
+from alref.errors import InputError, LLMFallbackError, MediaError, NoAudioError
 from alref.media.masks import MaskSink, write_overlay
 from alref.media.sampling import make_clips
 from alref.media.video import open_video
 from alref.media.writers import atomic_write_json, save_samples
+from alref.pipeline import tracks as tracks_strategy
 from alref.pipeline.audio import VIDEO_TRACK, AudioRequest, audio_models, plan_audio
 from alref.pipeline.keys import digest, video_key
 from alref.pipeline.report import (
@@ -39,6 +40,7 @@ from alref.pipeline.report import (
     build_result,
     finished_result,
     llm_label,
+    mode_label,
 )
 from alref.pipeline.stages import decode, detect, propagate_all, remove_frame_store
 from alref.progress import Reporter
@@ -83,7 +85,16 @@ def segment_video(
 
     video = open_video(video_path)
     info = video.info
-    models = resolve_models(settings)
+    tracks_mode = settings.strategy == "tracks"
+    if tracks_mode:
+        if audio is not None:
+            raise InputError(
+                "--audio works with --strategy pivot (the default); sound is not a tracks reference yet"
+            )
+        tracks_strategy.check_references(references)
+        models: Any = tracks_strategy.resolve_tracker(settings)
+    else:
+        models = resolve_models(settings)
     audio_sources = None
     if audio is not None:
         if audio.source == VIDEO_TRACK and not info.has_audio:
@@ -107,28 +118,40 @@ def segment_video(
         )
         return previous
 
+    if not tracks_mode:
+        t = time.perf_counter()
+        detector = models.load_grounding()
+        for (
+            reference
+        ) in references:  # before anything is written: a sentence the model cannot read is refused
+            if hasattr(detector, "check_phrase"):
+                detector.check_phrase(reference)
+        timer.add("load_models", t)
+
     out.mkdir(parents=True, exist_ok=True)
     workspace = Workspace(out)
     workspace.work.mkdir(exist_ok=True)
     resumed = _continues_earlier_run(workspace, run_key, force)
     tracer = _start_trace(workspace, settings, resumed)
     tracer.event("run_start", run_key=run_key, resumed=resumed, references=references, input=info.to_dict())
+    if tracks_mode:
+        result = tracks_strategy.segment_tracks(video, references, out, settings, reporter, chat_model, run_key, models, timer,
+                                started, workspace, tracer)  # fmt: skip
+        return _finish(result, workspace, tracer, timer, reporter, settings, out)
     ctx = None
+    tools = f"{models.grounding_tool.name} + {models.segmentation_tool.name}"
     if chat_model is not None or settings.llm_configured:
         llm = LLMClient(settings, chat_model=chat_model, tracer=tracer)
         ctx = AgentContext(settings=settings, llm=llm, workspace=workspace, tracer=tracer)
-        reporter.note(
-            f"mode: agent (GPT-PS with {llm_label(settings, chat_model)}; GroundingDINO + SAM 2 tools)"
-        )
+        reporter.note(f"mode: agent (GPT-PS with {llm_label(settings, chat_model)}; {tools} tools)")
     else:
-        reporter.note("mode: baseline (GroundingDINO + SAM 2; no LLM configured)")
+        reporter.note(f"mode: baseline ({tools}; no LLM configured)")
     if models.smoke:
         reporter.note(f"note: {SMOKE_NOTE}")
 
     # open → decode → detect → select pivots → propagate → write
     t = time.perf_counter()
-    detector = models.load_grounding()
-    segmenter = models.load_segmentation(settings)
+    segmenter = models.load_segmentation(settings)  # the detector is loaded above
     timer.add("load_models", t)
 
     clips = make_clips(info.num_frames, settings.clip_frames, settings.samples)
@@ -195,11 +218,30 @@ def segment_video(
     timer.times["total"] = round(time.perf_counter() - started, 3)
     result = build_result(video, settings, models, clips, detections, results, starts, sink, timer, run_key)
     if ctx is not None:
-        apply_agent_outcome(result, ctx.llm.usage(), settings, chat_model)
+        apply_agent_outcome(result, results, ctx.llm, settings, chat_model)
     if plan is not None:
         apply_audio_plan(result, plan, sink, audio_sources)
+    return _finish(result, workspace, tracer, timer, reporter, settings, out)
+
+
+def _finish(result, workspace: Workspace, tracer, timer, reporter: Reporter, settings: Settings, out: Path):
+    """Write result.json, close the trace, and say (or, with --strict-llm, fail on) LLM fallbacks."""
     atomic_write_json(workspace.result, result)
-    tracer.event("run_end", status=result["status"], timings_s=timer.times)
+    tracer.event("run_end", status=result["status"], mode=mode_label(result), timings_s=timer.times,
+                 llm=result.get("llm"), llm_decisions=result.get("llm_decisions"))  # fmt: skip
+    decisions = result.get("llm_decisions") or {}
+    one, many = (
+        ("clip", "clips") if result.get("strategy", "pivot") == "pivot" else ("reference", "references")
+    )
+    if decisions.get("fell_back") and decisions["fell_back"] == decisions["clips"]:
+        reporter.warn(
+            f"no LLM decision was used: every {one} fell back to the baseline ({decisions['reason']})"
+        )
+    if settings.strict_llm and decisions.get("fell_back"):
+        raise LLMFallbackError(
+            f"--strict-llm: {decisions['fell_back']} of {decisions['clips']} {many} fell back to the baseline "
+            f"({decisions['reason']}); the outputs are written in {out}"
+        )
     return result
 
 

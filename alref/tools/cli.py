@@ -40,6 +40,8 @@ def tools_list(as_json: Annotated[bool, typer.Option("--json", help="print as JS
     from rich.text import Text
 
     table = Table("role", "name", "from", "default model", "arguments", "status")
+    for column in table.columns:
+        column.overflow = "fold"  # model ids are printed whole
     for row in rows:
         name = row["name"] + (" (default)" if row.get("default") else "")
         origin = f"{row['origin']} {row.get('version') or ''}".strip()
@@ -47,4 +49,4 @@ def tools_list(as_json: Annotated[bool, typer.Option("--json", help="print as JS
         model = row.get("model") or ("-" if row["status"] == "ok" else "")
         args = ", ".join(row.get("args", []))
         table.add_row(*(Text(v) for v in (row["role"] or "?", name, origin, model, args)), status)
-    Console(soft_wrap=True).print(table)
+    Console(soft_wrap=True, emoji=False).print(table)

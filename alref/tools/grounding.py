@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from alref.core.records import Detection
+from alref.errors import InputError
 from alref.tools.loading import ModelSource, load_once, load_pretrained, resolve_device
 
 if TYPE_CHECKING:
@@ -79,6 +80,22 @@ class GroundingDetector:
             *load_pretrained(source, device, GroundingDinoForObjectDetection, GroundingDinoProcessor),
         )
 
+    @property
+    def max_text_tokens(self) -> int:
+        """The longest text, in tokens, the model reads (GroundingDINO: ``max_text_len``, 256)."""
+        return int(getattr(self.model.config, "max_text_len", 256))
+
+    def check_phrase(self, phrase: str) -> None:
+        """A phrase the model can read whole, or an :class:`InputError` that says how long it may be."""
+        text = normalize_phrase(phrase)
+        tokens = len(self.processor.tokenizer(text)["input_ids"])
+        if tokens > self.max_text_tokens:
+            raise InputError(
+                f"the reference is too long for the grounding model: {tokens} tokens ({len(text.split())} words), "
+                f"it reads at most {self.max_text_tokens}; give a short description of the object and what "
+                'sets it apart, e.g. "the dog on the left that jumps"'
+            )
+
     def detect(
         self,
         images: Sequence[np.ndarray],
@@ -93,6 +110,7 @@ class GroundingDetector:
         from PIL import Image
 
         text = normalize_phrase(phrase)
+        self.check_phrase(phrase)
         if top_k < 1 or batch_size < 1:
             raise ValueError(f"top_k and batch_size must be at least 1 (got {top_k}, {batch_size})")
         for i, image in enumerate(images):
@@ -182,8 +200,8 @@ def make_grounding_tool(get_detector: Callable[[], GroundingDetector]) -> Struct
             raise ToolException(f"{image_path} is not a readable image: {exc}") from None
         try:
             found = get_detector().detect([image], phrase, box_threshold, text_threshold, top_k)[0]
-        except ValueError as exc:
-            raise ToolException(str(exc)) from None
+        except (ValueError, InputError) as exc:
+            raise ToolException(" ".join(str(exc).split())) from None
         return [{"number": n, **d.to_dict()} for n, d in enumerate(found, start=1)]
 
     return StructuredTool.from_function(

@@ -28,26 +28,49 @@ SMOKE_PREFIX = "smoke:"
 #: bump when a tiny config changes so old smoke folders are rebuilt
 SMOKE_VERSION = "v1"
 
-#: model profiles: role -> model name. ``--models PROFILE`` picks one; per-role flags override it.
+#: model profiles: role -> model name. ``--models PROFILE`` picks one; per-role flags override it. A role's
+#: model is for the tool the profile names for it (:data:`PROFILE_TOOLS`, else the role's default tool).
 PROFILES: dict[str, dict[str, str]] = {
     "default": {
         "grounding": "IDEA-Research/grounding-dino-base",
         "segmentation": "facebook/sam2.1-hiera-large",
         "audio_tagging": "MIT/ast-finetuned-audioset-10-10-0.4593",
         "audio_text": "laion/clap-htsat-unfused",
+        "concept_tracks": "facebook/sam3",
     },
     "fast": {
         "grounding": "IDEA-Research/grounding-dino-tiny",
         "segmentation": "facebook/sam2.1-hiera-tiny",
         "audio_tagging": "MIT/ast-finetuned-audioset-10-10-0.4593",
         "audio_text": "laion/clap-htsat-unfused",
+        "concept_tracks": "facebook/sam3",
+    },
+    "sam3": {
+        "grounding": "facebook/sam3",
+        "segmentation": "facebook/sam3",
+        "audio_tagging": "MIT/ast-finetuned-audioset-10-10-0.4593",
+        "audio_text": "laion/clap-htsat-unfused",
+        "concept_tracks": "facebook/sam3",
     },
     "smoke": {
         "grounding": "smoke:grounding-dino",
         "segmentation": "smoke:sam2-video",
         "audio_tagging": "smoke:ast",
         "audio_text": "smoke:clap",
+        "concept_tracks": "smoke:sam3",
     },
+}
+
+#: profile -> role -> the built-in tool the profile's model is for, where that is not the role's default
+PROFILE_TOOLS: dict[str, dict[str, str]] = {
+    "sam3": {"grounding": "sam3", "segmentation": "sam3-tracker"},
+}
+
+#: built-in tool -> profile -> its model under a profile whose entry for the tool's role is for another
+#: tool (absent: the tool's own default model). The smoke profile gives every SAM 3 tool the tiny SAM 3.
+TOOL_PROFILE_MODELS: dict[str, dict[str, str]] = {
+    "sam3": {"smoke": "smoke:sam3"},
+    "sam3-tracker": {"smoke": "smoke:sam3"},
 }
 
 #: smoke model name -> "module:function" that writes a tiny checkpoint into a folder
@@ -56,6 +79,7 @@ SMOKE_BUILDERS: dict[str, str] = {
     "sam2-video": "alref.tools.segmentation:build_tiny",
     "ast": "alref.tools.audio_tagging:build_tiny",
     "clap": "alref.tools.audio_text:build_tiny",
+    "sam3": "alref.tools.sam3:build_tiny",
 }
 
 _HF_IGNORE = [
@@ -97,6 +121,26 @@ def model_name(settings: Settings, role: str) -> str:
     if profile is None:
         raise InputError(f"unknown model profile '{settings.models}'; choose one of {', '.join(PROFILES)}")
     return profile[role]
+
+
+def profile_tool(settings: Settings, role: str, default_tool: str | None) -> str | None:
+    """The built-in tool the profile's model for ``role`` is meant for: :data:`PROFILE_TOOLS`, else the
+    role's default tool."""
+    if settings.models not in PROFILES:
+        raise InputError(f"unknown model profile '{settings.models}'; choose one of {', '.join(PROFILES)}")
+    return PROFILE_TOOLS.get(settings.models, {}).get(role, default_tool)
+
+
+def tool_model_name(
+    settings: Settings, role: str, tool: str, default_tool: str | None, default: str | None
+) -> str | None:
+    """The model the built-in ``tool`` of ``role`` loads: ``--<role>-model``; else the profile's model for
+    the role when the profile means it for this tool (:func:`profile_tool`); else the tool's model for the
+    profile (:data:`TOOL_PROFILE_MODELS`); else ``default``, the tool's own default model."""
+    if tool == profile_tool(settings, role, default_tool):
+        return model_name(settings, role)
+    override = getattr(settings, f"{role}_model", None)
+    return override or TOOL_PROFILE_MODELS.get(tool, {}).get(settings.models, default)
 
 
 def _looks_like_path(name: str) -> bool:

@@ -2,8 +2,9 @@
 
 A tool is a :class:`ToolSpec`: a name, a role, a description, a loader that returns the implementation
 for a device, and optionally the typed arguments and the builder of its LangChain tool. alref registers
-its own four (``grounding-dino``, ``sam2-video``, ``ast-audioset``, ``clap``); any installed
-distribution adds more through the ``alref.tools`` entry-point group::
+its own (``grounding-dino``, ``sam2-video``, ``ast-audioset``, ``clap``, and SAM 3's ``sam3``,
+``sam3-tracker``, ``sam3-tracks``); any installed distribution adds more through the ``alref.tools``
+entry-point group::
 
     [project.entry-points."alref.tools"]
     color-boxes = "alref_example_grounding:spec"
@@ -21,13 +22,19 @@ What a role's implementation (the object the loader returns) must provide:
 - ``segmentation`` (:class:`Segmenter`): ``image_size``, ``prepare_frame`` and ``start_session``, whose
   session (:class:`SegmenterSession`) has ``add_box``, ``propagate``, ``remove_object`` and ``reset``.
 - ``audio_tagging`` / ``audio_text``: the methods of ``AudioTagger`` / ``AudioTextMatcher``.
+- ``concept_tracks`` (:class:`ConceptTracker`): ``image_size``, ``prepare_frame`` (as for segmentation)
+  and ``track(frames, height, width, concept, progress=None)``, every instance of the concept over the
+  whole video as :class:`~alref.tools.sam3.ConceptTracks` (``tracks``, ``mask(track_id, frame)``,
+  ``to_json()``).
 - any other role: nothing in the pipeline calls it; the chat agent offers its ``make_tool`` tool.
 
 The loader is called as ``loader(source, device)``: ``source`` is the resolved
 :class:`~alref.tools.loading.ModelSource`, or None for a tool without a model (``default_model=None``);
-``device`` is ``cuda``, ``mps`` or ``cpu``. Role options (segmentation: ``precision``,
+``device`` is ``cuda``, ``mps`` or ``cpu``. Role options (segmentation and concept_tracks: ``precision``,
 ``offload_video``, ``offload_state``) are passed as keywords to loaders that name them or take
-``**options``.
+``**options``. A built-in tool's model comes from the model profile (``--models``); a profile may mean
+its model for a role for another built-in tool than the role's default (``--models sam3``: grounding
+``sam3``, segmentation ``sam3-tracker``), which is then the role's default under that profile.
 """
 
 from __future__ import annotations
@@ -53,7 +60,8 @@ if TYPE_CHECKING:
     from alref.tools.loading import ModelSource
     from alref.tools.segmentation import FrameStore
 
-__all__ = ["BUILTIN", "DEFAULTS", "GROUP", "BrokenTool", "Grounder", "Segmenter", "SegmenterSession"]
+__all__ = ["BUILTIN", "DEFAULTS", "GROUP", "BrokenTool", "ConceptTracker", "Grounder", "Segmenter"]
+__all__ += ["SegmenterSession", "default_tool"]
 __all__ += [
     "Models",
     "ToolSpec",
@@ -74,6 +82,7 @@ DEFAULTS = {
     "segmentation": "sam2-video",
     "audio_tagging": "ast-audioset",
     "audio_text": "clap",
+    "concept_tracks": "sam3-tracks",
 }
 
 
@@ -124,6 +133,25 @@ class Segmenter(Protocol):
     def prepare_frame(self, frame: np.ndarray) -> np.ndarray: ...
 
     def start_session(self, frames: FrameStore, height: int, width: int) -> SegmenterSession: ...
+
+
+@runtime_checkable
+class ConceptTracker(Protocol):
+    """A concept-tracks implementation: every instance of a noun phrase, tracked over a video."""
+
+    @property
+    def image_size(self) -> int: ...
+
+    def prepare_frame(self, frame: np.ndarray) -> np.ndarray: ...
+
+    def track(
+        self,
+        frames: FrameStore,
+        height: int,
+        width: int,
+        concept: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> Any: ...
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,6 +242,9 @@ def _make_grounding_tool(get: Callable[[], Any]) -> BaseTool:
     return _attr("grounding", "make_grounding_tool")()(get)
 
 
+SAM3 = "facebook/sam3"
+
+
 def _builtins() -> list[ToolSpec]:
     from alref.tools.loading import PROFILES
 
@@ -230,6 +261,13 @@ def _builtins() -> list[ToolSpec]:
                  None, model["audio_tagging"]),
         ToolSpec("clap", "audio_text", "CLAP: audio and text embeddings, for sound events",
                  _model_loader("audio_text", "AudioTextMatcher"), None, None, model["audio_text"]),
+        ToolSpec("sam3", "grounding", "SAM 3: boxes for every object a short noun phrase names",
+                 _model_loader("sam3", "Sam3Grounder"), _attr("grounding", "GroundPhraseArgs"), None, SAM3),
+        ToolSpec("sam3-tracker", "segmentation", "SAM 3 tracker: masks from box prompts, propagated",
+                 _model_loader("sam3", "Sam3TrackerSegmenter"), _attr("segmentation", "SegmentFromBoxArgs"),
+                 None, SAM3),
+        ToolSpec("sam3-tracks", "concept_tracks", "SAM 3 video: every instance of a noun phrase, tracked",
+                 _model_loader("sam3", "Sam3ConceptTracker"), None, None, model["concept_tracks"]),
     ]  # fmt: skip
 
 
@@ -323,12 +361,25 @@ def select(role: str, name: str | None = None) -> ToolSpec:
     )
 
 
+def default_tool(role: str, settings: Settings) -> str | None:
+    """The built-in tool a role uses when none is named: the one the model profile's model is for (the
+    ``sam3`` profile: ``sam3`` for grounding, ``sam3-tracker`` for segmentation), else DEFAULTS'."""
+    from alref.tools.loading import profile_tool
+
+    return profile_tool(settings, role, DEFAULTS.get(role))
+
+
 def model_source(spec: ToolSpec, settings: Settings) -> ModelSource | None:
     """The model ``spec`` loads: the profile's (built-ins), ``--<role>-model``, or its default."""
-    from alref.tools.loading import model_name, resolve
+    from alref.tools.loading import resolve, tool_model_name
 
     if spec.origin == BUILTIN and spec.role in DEFAULTS:
-        return resolve(model_name(settings, spec.role), spec.role, settings)
+        name = tool_model_name(settings, spec.role, spec.name, DEFAULTS[spec.role], spec.default_model)
+        if name is None:
+            raise InputError(
+                f"the built-in tool {spec.name} has no model for the profile '{settings.models}'"
+            )
+        return resolve(name, spec.role, settings)
     if spec.default_model is None:
         return None
     name = getattr(settings, f"{spec.role}_model", None) or spec.default_model
@@ -374,8 +425,8 @@ def resolve_models(settings: Settings) -> Models:
     from alref.tools.loading import resolve_device
 
     grounding, segmentation = (
-        select("grounding", settings.grounding),
-        select("segmentation", settings.segmentation),
+        select("grounding", settings.grounding or default_tool("grounding", settings)),
+        select("segmentation", settings.segmentation or default_tool("segmentation", settings)),
     )
     return Models(
         model_source(grounding, settings), model_source(segmentation, settings),

@@ -32,7 +32,7 @@ def trace_show(
     if as_json:
         sys.stdout.write(json.dumps(events, indent=2, ensure_ascii=False, default=str) + "\n")
         return
-    console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True, emoji=False)
     tree = render_tree(events, run)
     tree.add(cost_line(events))
     console.print(tree)
@@ -52,7 +52,7 @@ def trace_list(
     if as_json:
         sys.stdout.write(json.dumps(runs, indent=2, ensure_ascii=False) + "\n")
         return
-    console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True, emoji=False)
     if not runs:
         console.print(f"no runs under {escape(str(root))} (a run is a folder with trace/events.jsonl)")
         return
@@ -97,4 +97,6 @@ def trace_export(
 
     path = export_html(run, html)
     size = path.stat().st_size / 1024
-    Console(soft_wrap=True).print(f"wrote {escape(str(path))} ({size:,.0f} KiB); open it in any browser")
+    Console(soft_wrap=True, emoji=False).print(
+        f"wrote {escape(str(path))} ({size:,.0f} KiB); open it in any browser"
+    )

@@ -44,9 +44,13 @@ def price_of(model: Any) -> tuple[float, float] | None:
 
 
 def cost_estimate(events: Iterable[Event]) -> dict[str, Any]:
-    """Tokens and USD of the ``llm_call`` events. A cache hit costs nothing and counts no tokens; a call
-    whose server reported no usage counts its estimated image tokens as input (a lower bound)."""
+    """Tokens and USD of the ``llm_call`` events the server answered. A cache hit costs nothing and
+    counts no tokens; a failed call (the server rejected or never answered it) counts nothing. The
+    server's own usage is used when it gave one; an answered call without usage counts its estimated
+    image tokens as input, kept apart as an estimate (``estimated_input_tokens``, a lower bound).
+    ``input_tokens`` is the sum of both, what the USD figure is computed from."""
     total: dict[str, Any] = dict(calls=0, cached_calls=0, failed_calls=0, input_tokens=0, output_tokens=0,
+                                 server_input_tokens=0, estimated_input_tokens=0, estimated_calls=0,
                                  image_tokens_estimate=0, usd=0.0)  # fmt: skip
     models: dict[str, dict[str, Any]] = {}
     for e in events:
@@ -60,9 +64,17 @@ def cost_estimate(events: Iterable[Event]) -> dict[str, Any]:
         if e.get("cache_hit"):
             total["cached_calls"] += 1
             continue
-        total["failed_calls"] += e.get("ok") is False
+        if e.get("ok") is False:
+            total["failed_calls"] += 1
+            continue
         images = as_int(e.get("image_tokens_estimate"))
-        inp = images if e.get("prompt_tokens") is None else as_int(e.get("prompt_tokens"))
+        if e.get("prompt_tokens") is None:
+            inp = images
+            total["estimated_input_tokens"] += images
+            total["estimated_calls"] += 1
+        else:
+            inp = as_int(e.get("prompt_tokens"))
+            total["server_input_tokens"] += inp
         out = as_int(e.get("completion_tokens"))
         usd = (inp * price[0] + out * price[1]) / 1e6 if price else 0.0
         for key, value in (("input_tokens", inp), ("output_tokens", out), ("usd", usd)):
@@ -77,9 +89,15 @@ def cost_estimate(events: Iterable[Event]) -> dict[str, Any]:
 def cost_text(c: dict[str, Any]) -> str:
     if not c["calls"]:
         return "no LLM calls"
-    text = f"≈ ${c['usd']:.4f} for {c['input_tokens']:,} in + {c['output_tokens']:,} out tokens"
-    text += f" (≈{c['image_tokens_estimate']:,} of them images), {c['calls']} LLM calls"
+    text = f"≈ ${c['usd']:.4f} for {c['server_input_tokens']:,} in + {c['output_tokens']:,} out tokens"
+    if c["estimated_input_tokens"]:
+        text += (f" + ≈{c['estimated_input_tokens']:,} input tokens estimated for {c['estimated_calls']} "
+                 f"call{'s' if c['estimated_calls'] != 1 else ''} the server gave no usage for")  # fmt: skip
+    text += f", {c['calls']} LLM calls"
     text += f", {c['cached_calls']} cached (free)" if c["cached_calls"] else ""
+    text += f", {c['failed_calls']} failed (not counted)" if c["failed_calls"] else ""
+    if c["image_tokens_estimate"]:
+        text += f" · images ≈{c['image_tokens_estimate']:,} tokens by OpenAI's formula (an estimate)"
     if c["unknown_price"]:
         text += f" · unknown price: {', '.join(c['unknown_price'])} (counted as $0)"
     return text

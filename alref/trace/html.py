@@ -205,7 +205,8 @@ class _Page:
     def reference(self, ref: dict[str, Any]) -> str:
         ref_id = as_key(ref.get("id"))
         parts = [f"<section><h2>Reference {_e(ref_id)}: “{_e(ref.get('text'))}”</h2>"]
-        parts.append(_rows((k, ref.get(k)) for k in ("status", "reason", "start_frame")))
+        keys = ("status", "reason", "start_frame", "concept", "concepts_tried", "accepted", "decided_by")
+        parts.append(_rows((k, ref.get(k)) for k in keys if k in ref))
         if own := self.groups.get((ref_id, None)):
             parts.append("<h3>Reference-level steps</h3>" + self.timeline(own))
         clips = {as_key(c.get("clip")): c for c in ref.get("clips") or [] if isinstance(c, dict)}
@@ -352,6 +353,18 @@ class _Page:
                 items.append(
                     f'<li class="warn">fallback in {_e(step)}: {_text(e.get("reason"), "span")}</li>'
                 )
+            elif kind == "candidates_judged":  # the tracks strategy: one judging round
+                verdicts = e.get("verdicts") if isinstance(e.get("verdicts"), list) else []
+                rows = "".join(
+                    f"<tr><td>{_e(v.get('number'))}</td><td>{_e(v.get('verdict'))}</td><td>{_e(v.get('reason'))}</td></tr>"
+                    for v in verdicts
+                    if isinstance(v, dict)
+                )
+                items.append(f"<li>round {_e(e.get('round'))} ({_e(e.get('decided_by'))}): "
+                             f"<table class=grid><tr><th>candidate</th><th>verdict</th><th>reason</th></tr>{rows}</table></li>")  # fmt: skip
+            elif kind == "tracks_decided":
+                items.append(f"<li class=chosen>accepted tracks {_e(e.get('accepted'))} "
+                             f"({_e(e.get('decided_by'))}): {_text(e.get('reason'), 'span')}</li>")  # fmt: skip
             elif kind in _NOTES:
                 detail = json.dumps({k: v for k, v in e.items() if k not in ("ts", "t", "kind")}, default=str)
                 items.append(f'<li class="warn">{_e(kind)}: {_text(detail, "span")}</li>')

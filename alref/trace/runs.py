@@ -77,7 +77,9 @@ def run_summary(run: Path, events: list[Event] | None = None) -> dict[str, Any]:
     start = next((e for e in events if e.get("kind") == "run_start"), {})
     end, result, cost = run_end_event(events), run_result(run, events), cost_estimate(events)
     kinds = {e.get("kind") for e in events}
-    if result.get("mode"):
+    if end and end.get("mode"):  # what really decided: "agent (2 of 2 clips fell back: …)"
+        mode = str(end["mode"])
+    elif result.get("mode"):
         mode = str(result["mode"])
     elif "chat_turn" in kinds:
         mode = "chat"

@@ -20,7 +20,7 @@ def _where(event: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _short(text: Any, limit: int = 160) -> str:
-    text = " ".join(str(text or "").split())
+    text = " ".join(("" if text is None else str(text)).split())  # 0 (frame 0, box 0) is shown
     return escape(text if len(text) <= limit else text[: limit - 1] + "…")
 
 

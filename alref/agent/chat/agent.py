@@ -28,7 +28,7 @@ from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 from typing_extensions import TypedDict
 
-from alref.agent.chat.select import make_select_referent
+from alref.agent.chat.select import make_select_referent, make_track_referent
 from alref.agent.chat.session import ChatSession
 from alref.agent.chat.tools import make_tools
 from alref.agent.llm import LLMClient, LLMError
@@ -173,12 +173,13 @@ class Chat:
                 session.workspace.trace, secrets=[settings.api_key] if settings.api_key else []
             )
             self.llm = LLMClient(settings, chat_model=model, tracer=self.tracer)
+        pivot_llm = self.llm if settings.llm_configured else None
         if select_referent is None:
-            pivot_llm = self.llm if settings.llm_configured else None
             select_referent = make_select_referent(session, pivot_llm, saver, self.thread)
-        self.graph = build_chat_graph(
-            session, self.llm, make_tools(session, select_referent), max_steps, saver
+        tools = make_tools(
+            session, select_referent, make_track_referent(session, pivot_llm, saver, self.thread)
         )
+        self.graph = build_chat_graph(session, self.llm, tools, max_steps, saver)
         self.turns = 0
 
     @classmethod

@@ -61,3 +61,43 @@ def make_select_referent(session: ChatSession, llm: LLMClient | None, saver: Any
         }
 
     return select_referent
+
+
+def make_track_referent(session: ChatSession, llm: LLMClient | None, saver: Any, chat_thread: str):
+    """The chat's ``track_referent`` tool: the tracks strategy (SAM 3 tracks the sentence's concept, the
+    LLM judges them) for one sentence; every accepted track becomes an object, prompted with its box on
+    the frame where it is largest (so the chat can refine, undo and rebuild it as any other object)."""
+    from alref.agent.tracks.select import select_tracks
+
+    settings = session.settings
+
+    def track_referent(reference: str) -> dict[str, Any]:
+        source = session.tracks_source()
+        ctx = None
+        if llm is not None:
+            ctx = AgentContext(
+                settings=settings, llm=llm, workspace=session.workspace, tracer=llm.tracer, tools=source
+            )
+        key = [
+            "tracks",
+            settings.track_concepts,
+            settings.track_candidates,
+            settings.track_rounds,
+            settings.track_frames,
+        ]
+        (decision,) = select_tracks([Reference(id=1, text=reference)], settings, source, ctx, checkpointer=saver,
+                                    thread_id=selection_thread(chat_thread, reference, key),
+                                    tracer=llm.tracer if llm else None)  # fmt: skip
+        if not decision["accepted"]:
+            raise InputError(f"no object for '{reference}': {decision['reason']}")
+        by_id = {t["id"]: t for t in decision["candidates"]}
+        made = []
+        for n, tid in enumerate(decision["accepted"], start=1):
+            track = by_id[tid]
+            frame = max(track["frames"], key=lambda f: (track["area"][str(f)], -f))
+            name = reference if len(decision["accepted"]) == 1 else f"{reference} ({n})"
+            made.append(session.set_object([(frame, track["boxes"][str(frame)])], name, reference))
+        return {"objects": made, "concept": decision["concept"], "decided_by": decision["decided_by"],
+                "reason": decision["reason"]}  # fmt: skip
+
+    return track_referent

@@ -47,6 +47,7 @@ class ChatSession:
         self.pending_images: list[str] = []  # shown to the model with its next step
         self.changed = False
         self._detector = self._segmenter = self._store = self._session = None
+        self._tracks: Any = None
         self._counter = 0
 
     # --- models and frames, loaded on first use -------------------------------------------------
@@ -70,6 +71,28 @@ class ChatSession:
                 self._store.flush()
             self._session = self._segmenter.start_session(self._store, self.info.height, self.info.width)
         return self._session
+
+    def tracks_source(self):
+        """SAM 3 concept tracks over this video (loaded, and the frames decoded for it, on first use)."""
+        if self._tracks is None:
+            from alref.tools.loading import resolve_device
+            from alref.tools.registry import model_source, select
+            from alref.tools.video_tracks import VideoTracks
+
+            tool = select("concept_tracks", None)
+            tracker = tool.load(model_source(tool, self.settings), resolve_device(self.settings.device))
+            side = tracker.image_size
+            store = MemmapFrameStore(self.workspace.frame_store(side), self.info.num_frames, side)
+            if not store.reopened:
+                for index, frame in self.video.iter_frames():
+                    store[index] = tracker.prepare_frame(frame)
+                store.flush()
+            from alref.progress import Reporter
+
+            self._tracks = VideoTracks(
+                tracker, store, self.video, self.workspace, Reporter(), key=str(self.video_path)
+            )
+        return self._tracks
 
     def check_frame(self, frame: int) -> None:
         if not 0 <= frame < self.info.num_frames:
@@ -246,10 +269,16 @@ class ChatSession:
         )
 
     def export(self, folder: str | Path | None = None) -> dict[str, Any]:
-        """masks/, objects/, palette/ and masks.json as `alref segment` writes them, plus objects.json."""
-        target = Path(folder) if folder else self.out / "export"
+        """masks/, objects/, palette/ and masks.json as `alref segment` writes them, plus objects.json, into
+        the chat's folder (``--out``, beside its trace/ as a run's outputs are) unless ``folder`` is given."""
+        target = Path(folder) if folder else self.out
         if not self.objects:
             raise InputError("there is nothing to export yet: no object has been segmented")
+        if not folder:  # an earlier export of other objects leaves nothing behind that is not these
+            import shutil
+
+            for old in ("masks", "objects", "palette"):
+                shutil.rmtree(target / old, ignore_errors=True)
         sink = MaskSink(target, self.info, {obj: d["name"] for obj, d in self.objects.items()})
         for frame in range(self.info.num_frames):
             sink.add(frame, {obj: rle_to_mask(m[frame]) for obj, m in self.masks.items() if frame in m})

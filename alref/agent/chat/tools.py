@@ -65,7 +65,9 @@ class TagArgs(BaseModel):
 
 
 class ExportArgs(BaseModel):
-    folder: str | None = Field(None, description="where to write; default: the chat's export/ folder")
+    folder: str | None = Field(
+        None, description="where to write; default: the chat's own folder (as alref segment lays out a run)"
+    )
 
 
 class NoArgs(BaseModel):
@@ -83,7 +85,13 @@ def _tool(name: str, description: str, schema: type[BaseModel], func) -> Structu
                                         handle_tool_error=True)  # fmt: skip
 
 
-def make_tools(session: ChatSession, select_referent) -> list[StructuredTool]:
+class TrackArgs(BaseModel):
+    reference: str = Field(
+        description="the full description, e.g. 'the two dogs running left' (may mean several objects)"
+    )
+
+
+def make_tools(session: ChatSession, select_referent, track_referent=None) -> list[StructuredTool]:
     def segment(frame: int, name: str, box: list[float] | None = None, box_number: int | None = None,
                 object_id: int | None = None) -> dict[str, Any]:  # fmt: skip
         if box is None:
@@ -108,6 +116,9 @@ def make_tools(session: ChatSession, select_referent) -> list[StructuredTool]:
               "(SAM 2). Use object_id to replace an object, e.g. when the user says 'no, the other one'.", SegmentArgs, segment),
         _tool("select_referent", "Run the full pivot selection for a sentence (every clip: best frame, candidate boxes, "
               "the box that is the sentence's subject) and segment the result.", SelectArgs, select_referent),
+        *([_tool("track_referent", "SAM 3 tracks every object of the sentence's kind over the whole video and you judge "
+                 "them (the tracks strategy); every accepted one becomes an object. Use it when the sentence may mean "
+                 "several objects.", TrackArgs, track_referent)] if track_referent else []),
         _tool("tag_audio", "The AudioSet sound classes heard in the video's audio.", TagArgs, session.tag_audio),
         _tool("keep_while_sounding", "Keep an object's mask only while a sound is heard (e.g. 'only while it barks').",
               SoundArgs, session.keep_while_sounding),

@@ -34,7 +34,7 @@ def choose_box(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, An
     update, answer = conv.choose(
         ctx, state, step="choose_box", schema=BoxChoice,
         first_prompt=render("choose_box", reference=state["reference"], subject=state.get("subject") or state["reference"], n_boxes=n),
-        expected=expected_answer(n), attempts_key="box_attempts", error_key="box_error", validate=validate,
+        expected=expected_answer(n), attempts_key="box_attempts", error_key="box_error", validate=validate, cuts_key="box_cuts",
     )  # fmt: skip
     if answer is not None:
         update |= {

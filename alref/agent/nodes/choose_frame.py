@@ -44,7 +44,7 @@ def choose_frame(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, 
     update, answer = conv.choose(
         ctx, state, step="choose_frame", schema=FrameChoice,
         first_prompt=render("choose_frame", n_frames=n, reference=state["reference"], hint=hint_text(state)),
-        expected=expected_answer(n), attempts_key="frame_attempts", error_key="frame_error", validate=validate,
+        expected=expected_answer(n), attempts_key="frame_attempts", error_key="frame_error", validate=validate, cuts_key="frame_cuts",
     )  # fmt: skip
     if answer is not None:
         update |= {

@@ -10,10 +10,11 @@ from alref.eval.datasets.base import EvalDataset, Expression, VideoItem
 from alref.eval.datasets.mevis import Mevis, MevisGroundTruth
 from alref.eval.datasets.refdavis import DavisGroundTruth, RefDavis
 from alref.eval.datasets.refytvos import RefYouTubeVOS
+from alref.eval.datasets.revos import Revos, RevosGroundTruth
 from alref.eval.errors import DatasetLayoutError
 
 DATASETS: dict[str, type[EvalDataset]] = {
-    cls.name: cls for cls in (RefDavis, RefYouTubeVOS, Mevis, AvsS4, AvsMS3, Avss, AvssV2Binary)
+    cls.name: cls for cls in (RefDavis, RefYouTubeVOS, Mevis, Revos, AvsS4, AvsMS3, Avss, AvssV2Binary)
 }
 assert tuple(DATASETS) == DATASET_NAMES, "alref.eval.catalog.DATASET_NAMES is out of date"
 ALIASES = {
@@ -49,6 +50,7 @@ __all__ = [
     "EvalDataset",
     "Expression",
     "MevisGroundTruth",
+    "RevosGroundTruth",
     "VideoItem",
     "dataset_class",
     "open_dataset",

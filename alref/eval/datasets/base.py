@@ -29,6 +29,7 @@ class Expression:
     object_ids: tuple[str, ...] = ()
     anno_ids: tuple[int, ...] = ()
     annotator: int | None = None  # Ref-DAVIS: 0 annot1-first, 1 annot1-full, 2 annot2-first, 3 annot2-full
+    type_id: int | None = None  # ReVOS: 0 referring, 1 reasoning, 2 neither (left out of its means)
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,19 @@ def read_index_png(
         raise error(f"{what} is missing: {path}") from None
     except (OSError, ValueError) as exc:
         raise error(f"{what} {path} cannot be read ({exc})") from None
+
+
+def read_grey_png(path: Path, what: str = "mask", error: type[InputError] = DatasetLayoutError) -> np.ndarray:
+    """A mask PNG as the HxW uint8 grey values OpenCV's ``IMREAD_GRAYSCALE`` gives, which is how the
+    MeViS and ReVOS scripts read predictions (foreground: value ≠ 0; ReVOS's R uses the values)."""
+    import cv2
+
+    if not path.is_file():
+        raise error(f"{what} is missing: {path}")
+    grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if grey is None:
+        raise error(f"{what} {path} cannot be read (not an image OpenCV decodes)")
+    return grey
 
 
 def read_binary_png(

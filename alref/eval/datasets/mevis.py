@@ -9,7 +9,9 @@ ROOT/valid_u/mask_dict.json          {"<anno_id>": [COCO RLE or null per frame]}
 The ReferFormer-style re-layout keeps ``meta_expressions.json`` (and ``mask_dict.json``) under
 ``ROOT/meta_expressions/<split>/`` instead; both are accepted. An expression's target is the union
 of its ``anno_id`` masks. Predictions: ``Annotations/<video>/<exp_id>/<frame>.png`` (and, for
-``valid``, ``submission.zip``).
+``valid``, ``submission.zip``). ``valid_u`` (the default) is the split MeViS's own ``eval_mevis.py``
+scores locally: every frame of ``frames``, predictions read as OpenCV grey values (not 0 =
+foreground), a video without predictions scoring 0.
 """
 
 from __future__ import annotations

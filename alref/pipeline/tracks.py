@@ -1,0 +1,146 @@
+"""One `alref segment --strategy tracks` run, in a straight line: open → decode (into SAM 3's frame
+store) → decide (the tracks graph with an LLM, else the top SAM 3 track) → write the union of each
+reference's accepted tracks. SAM 3 runs once per concept; its tracks are kept as RLE in
+``OUT/work/tracks/`` so a resumed run does not track again."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alref.agent.context import AgentContext
+from alref.agent.llm import LLMClient
+from alref.agent.tracks.select import select_tracks
+from alref.config import Settings
+from alref.core.baseline import concept_of
+from alref.core.records import Reference, TrackDecision
+from alref.core.workspace import Workspace
+from alref.errors import InputError
+from alref.media.masks import MaskSink, write_overlay
+from alref.media.sampling import make_clips
+from alref.media.writers import save_samples
+from alref.progress import Reporter
+from alref.tools.loading import ModelSource
+from alref.tools.registry import ToolSpec, model_source, select
+from alref.tools.video_tracks import VideoTracks
+
+
+@dataclass
+class TrackModels:
+    """The concept tracker a tracks run uses (what result.json's ``models`` shows)."""
+
+    tool: ToolSpec
+    source: ModelSource | None
+    device: str
+
+    @property
+    def smoke(self) -> bool:
+        return self.source is not None and self.source.smoke
+
+    def describe(self) -> dict[str, Any]:
+        return {"concept_tracks": self.tool.describe() | (self.source.describe() if self.source else {})}
+
+
+def resolve_tracker(settings: Settings) -> TrackModels:
+    from alref.tools.loading import resolve_device
+
+    tool = select("concept_tracks", None)
+    return TrackModels(tool, model_source(tool, settings), resolve_device(settings.device))
+
+
+def check_references(references: list[str]) -> None:
+    """A sentence that names no object cannot become a concept: one line, before anything is written."""
+    for ref in references:
+        if not concept_of(ref):
+            raise InputError(
+                f'the reference "{ref}" names no object to track; say what it is, e.g. "the dog that jumps"'
+            )
+
+
+def write_masks(decisions: list[TrackDecision], source: VideoTracks, sink: MaskSink, num_frames: int,
+                reporter: Reporter) -> None:  # fmt: skip
+    """Each reference's mask: the union of its accepted tracks, on every frame."""
+    with reporter.stage("masks", num_frames) as stage:
+        for frame in range(num_frames):
+            masks = {}
+            for d in decisions:
+                union = None
+                for tid in d["accepted"]:
+                    t = next(t for t in d["candidates"] if t["id"] == tid)
+                    if frame in t["frames"]:
+                        m = source.mask(d["concept"], tid, frame)
+                        union = m if union is None else (union | m)
+                if union is not None:
+                    masks[d["id"]] = union
+            sink.add(frame, masks)
+            stage.advance()
+
+
+def decide(refs: list[Reference], settings: Settings, source: VideoTracks, ctx: AgentContext | None,
+           workspace: Workspace, run_key: str, tracer: Any, advance: Any) -> list[TrackDecision]:  # fmt: skip
+    if ctx is None:
+        return select_tracks(refs, settings, source, None, on_reference=advance, tracer=tracer)
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    conn = sqlite3.connect(str(workspace.checkpoint), check_same_thread=False)
+    try:
+        return select_tracks(refs, settings, source, ctx, checkpointer=SqliteSaver(conn), thread_id=run_key,
+                             on_reference=advance)  # fmt: skip
+    finally:
+        conn.close()
+
+
+def segment_tracks(video: Any, references: list[str], out: Path, settings: Settings, reporter: Reporter,
+                   chat_model: Any, run_key: str, models: TrackModels, timer: Any, started: float,
+                   workspace: Workspace, tracer: Any) -> dict[str, Any]:  # fmt: skip
+    """The tracks strategy after the run's identity, workspace and trace are set up (see run.py)."""
+    from alref.pipeline.report import apply_tracks_outcome, build_tracks_result, llm_label
+    from alref.pipeline.stages import decode, remove_frame_store
+
+    info = video.info
+    ctx = None
+    if chat_model is not None or settings.llm_configured:
+        llm = LLMClient(settings, chat_model=chat_model, tracer=tracer)
+        ctx = AgentContext(settings=settings, llm=llm, workspace=workspace, tracer=tracer)
+        reporter.note(
+            f"mode: agent (track reasoning with {llm_label(settings, chat_model)}; SAM 3 concept tracks)"
+        )
+    else:
+        reporter.note("mode: baseline (the top SAM 3 track of the sentence's concept; no LLM configured)")
+    t = time.perf_counter()
+    tracker = models.tool.load(models.source, models.device, precision=settings.precision)
+    timer.add("load_models", t)
+    clips = make_clips(info.num_frames, settings.clip_frames, settings.samples)
+    sampled = sorted({f for c in clips for f in c["samples"]})
+    t = time.perf_counter()
+    store, sampled_frames = decode(video, tracker, sampled, workspace, reporter, run_key)
+    timer.add("decode", t)
+    if ctx is not None:
+        save_samples(sampled_frames, workspace.sample)
+    del sampled_frames
+    source = VideoTracks(tracker, store, video, workspace, reporter, run_key)
+    if ctx is not None:
+        ctx = AgentContext(settings=settings, llm=ctx.llm, workspace=workspace, tracer=tracer, tools=source)
+    refs = [Reference(id=i, text=text) for i, text in enumerate(references, start=1)]
+    t = time.perf_counter()
+    with reporter.stage("reasoning" if ctx else "selection", len(refs)) as stage:
+        decisions = decide(refs, settings, source, ctx, workspace, run_key, tracer, stage.advance)
+    timer.add("selection", t)
+    sink = MaskSink(out, info, {r["id"]: r["text"] for r in refs})
+    t = time.perf_counter()
+    write_masks(decisions, source, sink, info.num_frames, reporter)
+    sink.write_json()
+    if settings.overlay:
+        with reporter.stage("overlay", info.num_frames) as stage:
+            write_overlay(workspace.overlay, video, sink, {}, stage)
+    timer.add("writing", t)
+    if not settings.keep_work:
+        remove_frame_store(store)
+    timer.times["total"] = round(time.perf_counter() - started, 3)
+    result = build_tracks_result(video, settings, models, decisions, sink, timer, run_key)
+    if ctx is not None:
+        apply_tracks_outcome(result, decisions, ctx.llm, settings, chat_model)
+    return result

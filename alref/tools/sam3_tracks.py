@@ -1,0 +1,385 @@
+"""Concept tracks: every instance of a noun phrase, detected and tracked over a whole video by SAM 3
+(transformers ``Sam3VideoModel``).
+
+alref runs the canonical usage (``processor.init_video_session(video)``, ``processor.add_text_prompt``,
+``model.propagate_in_video_iterator(session)``, ``processor.postprocess_outputs(session, out)`` per frame,
+from frame 0 forward) without the processor class, which needs torchvision:
+
+- the session is a ``Sam3VideoInferenceSession`` whose ``processed_frames`` read and normalise the
+  prepared uint8 frames of a frame store lazily, one per access (the video never lives in memory as
+  float tensors), with ``max_vision_features_cache_size=1``: the image encoder runs once per frame and
+  only the current frame's features are kept;
+- the prompt is ``session.add_prompt(text)`` and its ids ``tokenizer(text, padding="max_length",
+  max_length=32)``, exactly ``add_text_prompt``'s;
+- the loop is ``propagate_in_video_iterator``'s, hot start included: each frame's output is held back
+  until ``hotstart_delay`` frames later (all the rest at the last frame), objects the hot-start heuristics
+  remove meanwhile are added to ``session.hotstart_removed_obj_ids``, and each output is post-processed
+  when it comes out of the buffer, as a caller of the canonical iterator does;
+- post-processing is ``postprocess_outputs``'s (:func:`postprocess`): low-resolution logits bilinear to
+  the video size, ``> 0``, empty, suppressed and hot-start-removed objects dropped, boxes as torchvision's
+  ``masks_to_boxes`` (xyxy, the last pixel row and column inclusive) of those masks, then the non-overlap
+  constraint within each prompt (the object with the higher tracker score keeps a shared pixel).
+
+Between frames alref forgets what the model never reads again, so a long video keeps bounded state with
+the same outputs (``tests/test_sam3.py`` compares them with the canonical run): the per-frame
+``high_res_masks`` the tracker stores (nothing reads them after the frame), tracked (non-conditioning)
+outputs older than ``memory_window`` frames (the tracker reads ``num_maskmem - 1`` memory frames and
+``max_object_pointers_in_encoder - 1`` pointers back), and past frames' entries of the session's
+per-frame tracker scores and suppression sets (only the current frame's are read; the canonical session
+deep-copies the whole history on every frame). Conditioning outputs (an object's first frame and its
+reconditioned frames) stay: their object pointers are all read.
+
+:class:`ConceptTracks` keeps the result as one :class:`~alref.core.records.Track` per object id and its
+masks as COCO RLE, never as a dense video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from alref.core.records import Track
+from alref.media.writers import mask_to_rle, rle_to_mask
+from alref.tools.loading import ModelSource, load_once, resolve_device, wrap_load_error
+from alref.tools.sam3_common import (
+    autocast,
+    check_phrase,
+    encode_text,
+    load_tokenizer,
+    resolve_precision,
+    storage_devices,
+    video_preprocessing,
+)
+from alref.tools.segmentation import FrameStore, _config_side, _NormalisedFrames, resize_frame
+
+JSON_FORMAT = "alref-concept-tracks/1"
+#: the canonical session's default; only the current frame's image features are kept
+FEATURE_CACHE_FRAMES = 1
+
+
+# ----------------------------------------------------------------------------------------------
+# post-processing (Sam3VideoProcessor.postprocess_outputs without torchvision)
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``masks_to_boxes`` for non-empty N x H x W masks: [min x, min y, max x, max y], float32."""
+    if masks.shape[0] == 0:
+        return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
+    height, width = masks.shape[-2:]
+    rows, cols = masks.any(dim=2).to(torch.uint8), masks.any(dim=1).to(torch.uint8)
+    y0, x0 = rows.argmax(dim=1), cols.argmax(dim=1)
+    y1, x1 = height - 1 - rows.flip(1).argmax(dim=1), width - 1 - cols.flip(1).argmax(dim=1)
+    return torch.stack([x0, y0, x1, y1], dim=1).to(torch.float32)
+
+
+def _non_overlapping(masks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """A pixel stays with the object whose mask covers it with the highest score (first on ties), if > 0."""
+    if masks.shape[0] <= 1:
+        return masks
+    claim = torch.where(
+        masks, scores[:, None, None], torch.zeros((), dtype=scores.dtype, device=masks.device)
+    )
+    winner = (
+        claim.argmax(dim=0, keepdim=True) == torch.arange(masks.shape[0], device=masks.device)[:, None, None]
+    )
+    return masks & winner & (claim > 0)
+
+
+def postprocess(session: Any, out: Any) -> dict[str, Any]:
+    """``Sam3VideoProcessor.postprocess_outputs(session, out)``: object_ids, scores, boxes, masks (video
+    resolution) and prompt_to_obj_ids, with the same dtypes."""
+    height, width = session.video_height, session.video_width
+    by_id = out.obj_id_to_mask
+    ids = sorted(by_id)
+    if not ids:
+        obj_ids = torch.zeros(0, dtype=torch.int64)
+        scores = torch.zeros(0, dtype=torch.float32)
+        masks = torch.zeros(0, height, width, dtype=torch.bool)
+        boxes = torch.zeros(0, 4, dtype=torch.float32)
+        tracker = torch.zeros(0, dtype=torch.float32)
+    else:
+        obj_ids = torch.tensor(ids, dtype=torch.int64)
+        scores = torch.tensor([out.obj_id_to_score[i] for i in ids])
+        tracker = torch.tensor([out.obj_id_to_tracker_score.get(i, 0.0) for i in ids])
+        low = torch.cat([by_id[i] for i in ids], dim=0)
+        masks = F.interpolate(low.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)
+        masks = masks.squeeze(1) > 0
+        keep = masks.any(dim=(1, 2)).cpu()
+        hidden = set(out.suppressed_obj_ids or ()) | set(session.hotstart_removed_obj_ids)
+        if hidden:
+            keep &= ~torch.isin(obj_ids, torch.tensor(sorted(hidden), dtype=torch.int64))
+        index = torch.nonzero(keep, as_tuple=True)[0]
+        obj_ids, scores, tracker = obj_ids[index], scores[index], tracker[index]
+        masks = masks[index.to(masks.device)]
+        boxes = masks_to_boxes(masks)
+    if masks.shape[0] > 1:  # the constraint holds within each prompt's objects
+        prompts = torch.tensor([session.obj_id_to_prompt_id[int(i)] for i in obj_ids.tolist()])
+        tracker = tracker.to(masks.device)
+        constrained = masks.clone()
+        for prompt in prompts.unique(sorted=True):
+            members = torch.nonzero(prompts == prompt, as_tuple=True)[0].to(masks.device)
+            constrained[members] = _non_overlapping(masks[members], tracker[members])
+        masks = constrained
+    grouped: dict[str, list[int]] = {}
+    for obj_id in obj_ids.tolist():
+        grouped.setdefault(session.prompts[session.obj_id_to_prompt_id[obj_id]], []).append(obj_id)
+    return {
+        "object_ids": obj_ids,
+        "scores": scores,
+        "boxes": boxes,
+        "masks": masks,
+        "prompt_to_obj_ids": grouped,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# the result
+
+
+class ConceptTracks:
+    """The tracks SAM 3 found for one concept: :class:`Track` records and their masks as COCO RLE."""
+
+    def __init__(
+        self,
+        concept: str,
+        height: int,
+        width: int,
+        num_frames: int,
+        tracks: Sequence[Track],
+        masks: Mapping[int, Mapping[int, Mapping[str, Any]]],
+    ) -> None:
+        self.concept, self.height, self.width, self.num_frames = (
+            concept,
+            int(height),
+            int(width),
+            int(num_frames),
+        )
+        self.tracks: list[Track] = sorted(tracks, key=lambda t: t["id"])
+        self._masks = {
+            int(t): {int(f): dict(rle) for f, rle in frames.items()} for t, frames in masks.items()
+        }
+        for track in self.tracks:
+            if sorted(self._masks.get(track["id"], {})) != track["frames"]:
+                raise ValueError(f"track {track['id']}: its masks are not on its frames {track['frames']}")
+
+    @property
+    def ids(self) -> list[int]:
+        return [t["id"] for t in self.tracks]
+
+    def track(self, track_id: int) -> Track:
+        for track in self.tracks:
+            if track["id"] == track_id:
+                return track
+        raise KeyError(f"no track {track_id} for '{self.concept}' (tracks: {self.ids})")
+
+    def mask(self, track_id: int, frame: int) -> np.ndarray:
+        """The track's HxW bool mask on ``frame`` (all False where the track has no mask)."""
+        self.track(track_id)
+        if not 0 <= frame < self.num_frames:
+            raise IndexError(f"frame {frame} is outside the video (0..{self.num_frames - 1})")
+        rle = self._masks[track_id].get(frame)
+        return rle_to_mask(rle) if rle is not None else np.zeros((self.height, self.width), dtype=bool)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": JSON_FORMAT,
+            "concept": self.concept,
+            "height": self.height,
+            "width": self.width,
+            "num_frames": self.num_frames,
+            "tracks": [dict(t) for t in self.tracks],
+            "masks": {
+                str(t): {str(f): rle for f, rle in sorted(m.items())} for t, m in sorted(self._masks.items())
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConceptTracks:
+        if not isinstance(data, Mapping) or data.get("format") != JSON_FORMAT:
+            raise ValueError(f"not saved concept tracks (expected format {JSON_FORMAT})")
+        try:
+            tracks: list[Track] = [
+                {"id": int(t["id"]), "concept": str(t["concept"]), "score": float(t["score"]),
+                 "frames": [int(f) for f in t["frames"]], "boxes": {str(k): [float(v) for v in b]
+                 for k, b in t["boxes"].items()}, "area": {str(k): int(v) for k, v in t["area"].items()}}
+                for t in data["tracks"]
+            ]  # fmt: skip
+            masks = {int(t): {int(f): rle for f, rle in m.items()} for t, m in data["masks"].items()}
+            return cls(str(data["concept"]), data["height"], data["width"], data["num_frames"], tracks, masks)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"saved concept tracks are incomplete: {type(exc).__name__}: {exc}") from None
+
+
+class _TrackBuilder:
+    """Collects post-processed frames into tracks: a frame counts for an object where its mask is not empty."""
+
+    def __init__(self, concept: str, height: int, width: int, num_frames: int) -> None:
+        self.concept, self.height, self.width, self.num_frames = concept, height, width, num_frames
+        self.tracks: dict[int, Track] = {}
+        self.masks: dict[int, dict[int, dict[str, Any]]] = {}
+
+    def add(self, frame: int, processed: Mapping[str, Any]) -> None:
+        masks = processed["masks"].cpu().numpy()
+        boxes = processed["boxes"].cpu().tolist()
+        for k, (obj_id, score) in enumerate(zip(processed["object_ids"].tolist(), processed["scores"].tolist(),
+                                                strict=True)):  # fmt: skip
+            area = int(masks[k].sum())
+            if area == 0:  # emptied by the non-overlap constraint
+                continue
+            track = self.tracks.setdefault(
+                obj_id, {"id": obj_id, "concept": self.concept, "score": float(score), "frames": [], "boxes": {},
+                         "area": {}},
+            )  # fmt: skip
+            track["score"] = max(track["score"], float(score))
+            track["frames"].append(frame)
+            track["boxes"][str(frame)] = [float(v) for v in boxes[k]]
+            track["area"][str(frame)] = area
+            self.masks.setdefault(obj_id, {})[frame] = mask_to_rle(masks[k])
+
+    def build(self) -> ConceptTracks:
+        return ConceptTracks(self.concept, self.height, self.width, self.num_frames, list(self.tracks.values()),
+                             self.masks)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# the tracker
+
+
+class Sam3ConceptTracker:
+    """A loaded ``Sam3VideoModel`` and its tokenizer; :meth:`track` runs one concept over a video."""
+
+    def __init__(self, source: ModelSource, model: Any, tokenizer: Any, device: str, dtype: torch.dtype,
+                 preprocessing: tuple[tuple[float, ...], tuple[float, ...], int, float], storage_device: str,
+                 state_device: str) -> None:  # fmt: skip
+        self.source, self.model, self.tokenizer, self.device, self.dtype = (
+            source,
+            model,
+            tokenizer,
+            device,
+            dtype,
+        )
+        self.mean, self.std, self.image_size, self.rescale_factor = preprocessing
+        self.storage_device, self.state_device = storage_device, state_device
+        tracker = model.config.tracker_config
+        #: tracked outputs farther back than this are never read again (memory frames and object pointers)
+        self.memory_window = max(int(tracker.num_maskmem), int(tracker.max_object_pointers_in_encoder))
+
+    @classmethod
+    def load(cls, source: ModelSource, device: str, precision: str = "auto", offload_video: bool = False,
+             offload_state: bool = False) -> Sam3ConceptTracker:  # fmt: skip
+        """Load once per process (per folder, device and options); a folder that does not load is a
+        ModelLoadError naming the model."""
+        device = resolve_device(device)
+        key = ("concept_tracks", str(source.path), device, precision, offload_video, offload_state)
+        return load_once(key, lambda: cls._load(source, device, precision, offload_video, offload_state))
+
+    @classmethod
+    def _load(cls, source: ModelSource, device: str, precision: str, offload_video: bool,
+              offload_state: bool) -> Sam3ConceptTracker:  # fmt: skip
+        dtype = resolve_precision(precision, device)
+        from transformers import Sam3VideoModel
+
+        try:  # weights stay float32; lower precision is applied with torch.autocast per call
+            model = Sam3VideoModel.from_pretrained(source.path, dtype=torch.float32).to(device).eval()
+            side = _config_side(model.config.detector_config.vision_config.backbone_config.image_size)
+            preprocessing = video_preprocessing(Path(source.path), side)
+            tokenizer = load_tokenizer(Path(source.path))
+        except Exception as exc:  # noqa: BLE001 - any failure here is "this folder does not load"
+            raise wrap_load_error(source, exc) from exc
+        storage, state = storage_devices(device, offload_video, offload_state)
+        return cls(source, model, tokenizer, device, dtype, preprocessing, storage, state)
+
+    def prepare_frame(self, frame: np.ndarray) -> np.ndarray:
+        """RGB uint8 HxWx3 -> uint8 image_size x image_size x 3, resized as SAM 3's video processor does."""
+        return resize_frame(frame, self.image_size)
+
+    def check_phrase(self, concept: str) -> str:
+        """The prompt text, or an InputError if it is over SAM 3's 32 tokens."""
+        return check_phrase(self.tokenizer, concept)
+
+    def start_session(self, frames: FrameStore, height: int, width: int, concept: str) -> Any:
+        """The canonical session after ``init_video_session`` and ``add_text_prompt(concept)``."""
+        from transformers.models.sam3_video.modeling_sam3_video import Sam3VideoInferenceSession
+
+        text = self.check_phrase(concept)
+        if len(frames) < 1 or height < 1 or width < 1:
+            raise ValueError(
+                f"a video needs at least one frame and a positive size, got {len(frames)}, {height}x{width}"
+            )
+        session = Sam3VideoInferenceSession(
+            video=None, video_height=height, video_width=width, inference_device=self.device,
+            inference_state_device=self.state_device, video_storage_device=self.storage_device,
+            dtype=torch.float32, max_vision_features_cache_size=FEATURE_CACHE_FRAMES,
+        )  # fmt: skip
+        session.processed_frames = _NormalisedFrames(  # type: ignore[assignment]
+            frames,
+            self.mean,
+            self.std,
+            self.image_size,
+            self.storage_device,
+            torch.float32,
+            self.rescale_factor,
+        )
+        prompt_id = session.add_prompt(text)
+        ids, attention = encode_text(self.tokenizer, [text], self.device)
+        session.prompt_input_ids[prompt_id], session.prompt_attention_masks[prompt_id] = ids, attention
+        return session
+
+    def outputs(self, frames: FrameStore, height: int, width: int, concept: str,
+                progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, Any, dict[str, Any]]]:  # fmt: skip
+        """(frame, the model's output, its post-processed form) for every frame, in order, as the canonical
+        iterator and ``postprocess_outputs`` give them; ``progress(1)`` after each model call."""
+        session = self.start_session(frames, height, width, concept)
+        for out in self._propagate(session, progress):
+            with torch.inference_mode():
+                processed = postprocess(session, out)
+            yield out.frame_idx, out, processed
+
+    def track(self, frames: FrameStore, height: int, width: int, concept: str,
+              progress: Callable[[int], None] | None = None) -> ConceptTracks:  # fmt: skip
+        """Every instance of ``concept`` over all frames of the store (prepared with :meth:`prepare_frame`)."""
+        text = self.check_phrase(concept)
+        builder = _TrackBuilder(text, height, width, len(frames))
+        for frame, _, processed in self.outputs(frames, height, width, text, progress):
+            builder.add(frame, processed)
+        return builder.build()
+
+    # ------------------------------------------------------------------------------------------
+
+    def _propagate(self, session: Any, progress: Callable[[int], None] | None) -> Iterator[Any]:
+        """``propagate_in_video_iterator(session)`` (frame 0 forward, every frame), forgetting stale state."""
+        last = session.num_frames - 1
+        delay = int(self.model.hotstart_delay)
+        held: list[Any] = []
+        for frame_idx in range(last + 1):
+            with torch.inference_mode(), autocast(self.device, self.dtype):
+                out = self.model(inference_session=session, frame_idx=frame_idx, reverse=False)
+            self._forget(session, frame_idx)
+            if progress is not None:
+                progress(1)
+            if delay <= 0:
+                yield out
+                continue
+            held.append(out)
+            session.hotstart_removed_obj_ids.update(out.removed_obj_ids)
+            if frame_idx == last:
+                ready, held = held, []
+            elif len(held) >= delay:
+                ready, held = held[:1], held[1:]
+            else:
+                ready = []
+            yield from ready
+
+    def _forget(self, session: Any, frame_idx: int) -> None:
+        stale = frame_idx - self.memory_window
+        for outputs in session.output_dict_per_obj.values():
+            for kind in ("cond_frame_outputs", "non_cond_frame_outputs"):
+                outputs[kind].get(frame_idx, {}).pop("high_res_masks", None)
+            outputs["non_cond_frame_outputs"].pop(stale, None)
+        session.obj_id_to_tracker_score_frame_wise.pop(frame_idx - 1, None)
+        session.suppressed_obj_ids.pop(frame_idx - 1, None)

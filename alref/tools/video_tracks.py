@@ -1,0 +1,67 @@
+"""The tracks strategy's track source over one video: SAM 3 (a concept tracker tool) runs once per
+concept over the video's frame store; its tracks are kept as RLE in ``OUT/work/tracks/`` (keyed by the
+run's identity) so a resumed run or a later chat turn does not track again."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from alref.core.records import Track
+from alref.core.workspace import Workspace
+from alref.media.writers import atomic_write_json
+from alref.progress import Reporter
+
+
+class VideoTracks:
+    """The tracks strategy's :class:`~alref.agent.tracks.state.TrackSource` over one video."""
+
+    def __init__(
+        self, tracker: Any, store: Any, video: Any, workspace: Workspace, reporter: Reporter, key: str
+    ):
+        self.tracker, self.store, self.video, self.workspace, self.reporter, self.key = (
+            tracker, store, video, workspace, reporter, key,
+        )  # fmt: skip
+        self._concepts: dict[str, Any] = {}
+        self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def _of(self, concept: str) -> Any:
+        if concept in self._concepts:
+            return self._concepts[concept]
+        path = self.workspace.concept_tracks(concept)
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+        if saved.get("key") == self.key:
+            found = self._from_json(saved["tracks"])
+        else:
+            info = self.video.info
+            with self.reporter.stage(f"tracks '{concept}'"[:24], info.num_frames) as stage:
+                found = self.tracker.track(
+                    self.store, info.height, info.width, concept, progress=stage.advance
+                )
+            atomic_write_json(path, {"key": self.key, "tracks": found.to_json()})
+        self._concepts[concept] = found
+        return found
+
+    def _from_json(self, data: Any) -> Any:
+        loader = getattr(self.tracker, "tracks_from_json", None)
+        if loader is None:
+            from alref.tools.sam3 import ConceptTracks
+
+            loader = ConceptTracks.from_json
+        return loader(data)
+
+    def tracks(self, concept: str) -> list[Track]:
+        return list(self._of(concept).tracks)
+
+    def mask(self, concept: str, track_id: int, frame: int) -> np.ndarray:
+        return self._of(concept).mask(track_id, frame)
+
+    def frame(self, index: int) -> np.ndarray:
+        if index not in self._frames:
+            self._frames[index] = self.video.read_frame(index)
+            while len(self._frames) > 32:
+                self._frames.popitem(last=False)
+        return self._frames[index]
