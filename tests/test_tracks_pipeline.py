@@ -178,3 +178,21 @@ def test_tracks_with_the_smoke_sam3_over_http(run_cli, tmp_path, llm_server):
     else:
         assert ref["status"] == "not_found" and "SAM 3 found no object" in ref["reason"]
     assert len(list((out / "masks").glob("*.png"))) == 12
+
+
+def test_a_model_that_cannot_see_images_is_named(shapes, tmp_path, llm_server):
+    from llm_server import Reply, Status
+
+    def answer(body):
+        if "image_url" in json.dumps(body["messages"]):
+            return Status(500, {"error": {"message": "image input is not supported - provide the mmproj"}})
+        return Reply(json.dumps({"reasoning": "a shape", "concept": "shape", "alternatives": []}))
+
+    llm_server.default = answer
+    result = alref.segment(shapes, "the red square", out=tmp_path / "o", strategy="tracks", clip_frames=10,
+                           overlay=False, cache=False, llm="m", llm_base_url=llm_server.base_url,
+                           llm_transport_retries=0)  # fmt: skip
+    ref = result.references[0]
+    assert ref["decided_by"] == "fallback" and ref["accepted"] == [1]  # the highest-scoring candidate
+    assert "cannot see images" in ref["reason"]
+    assert result.data["mode_reason"].endswith("1 of 1 references fell back: the model cannot see images")

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from alref.config import OUTPUTS
@@ -153,3 +154,28 @@ def run_cmd(
         out_console.print(
             "[yellow]smoke models: tiny random weights, the masks and scores are meaningless[/]"
         )
+
+
+@eval_app.command("compare")
+def compare_cmd(
+    runs: Annotated[
+        list[Path], typer.Argument(help="finished `alref eval run --out` folders, e.g. one per strategy")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="print the table as JSON")] = False,
+) -> None:
+    """The tables of several eval runs side by side: the same dataset with --strategy pivot and tracks."""
+    from alref.eval.runner import compare_runs
+
+    data = compare_runs(runs)
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title="alref eval compare")
+    table.add_column("metric")
+    for run in data["runs"]:
+        table.add_column(
+            escape(f"{Path(run['folder']).name} ({run['dataset']}, {run['strategy']})"), justify="right"
+        )
+    for key, values in data["metrics"].items():
+        table.add_row(key, *(_fmt(v) for v in values))
+    out_console.print(table)

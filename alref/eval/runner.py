@@ -223,6 +223,7 @@ def run_eval(
             append_results(results_path, [r | {"seconds": seconds} for r in records])
             progress.advance(task)
     summary = _finish(ds, items, pred_root, out, time.perf_counter() - started)
+    summary["strategy"] = settings.strategy
     summary["smoke"] = smoke or any(r.get("smoke") for r in read_results(results_path))
     atomic_write_json(out / "summary.json", summary)
     return summary
@@ -311,3 +312,33 @@ def _finish(ds: EvalDataset, items: list[VideoItem], pred_root: Path, out: Path,
     summary["scores"] = headline(scores)  # ReVOS: also R and the referring / reasoning splits
     summary["scores_file"] = str(out / "scores.json")
     return summary
+
+
+def compare_runs(folders: Sequence[Path]) -> dict[str, Any]:
+    """The tables of several ``alref eval run`` folders side by side (e.g. the same dataset with
+    ``--strategy pivot`` and ``--strategy tracks``): {"runs": [{folder, dataset, strategy}], "metrics":
+    {metric: [value per run]}}."""
+    runs, tables = [], []
+    for folder in folders:
+        path = Path(folder) / "summary.json"
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise InputError(
+                f"{folder} has no readable summary.json: is it a finished `alref eval run --out` folder?"
+            ) from None
+        runs.append(
+            {
+                "folder": str(folder),
+                "dataset": summary.get("dataset"),
+                "strategy": summary.get("strategy", "pivot"),
+            }
+        )
+        tables.append(summary.get("scores") or {})
+    metrics: dict[str, list[Any]] = {}
+    for table in tables:
+        for key in table:
+            metrics.setdefault(key, [])
+    for key in metrics:
+        metrics[key] = [table.get(key) for table in tables]
+    return {"runs": runs, "metrics": metrics}
