@@ -16,6 +16,8 @@ server passes to clients with its message); the server keeps serving.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -83,16 +85,10 @@ class _StreamReporter(Reporter):
         super().__init__()
         self.write = get_stream_writer()
 
-    def stage(self, name: str, total: int | None):  # type: ignore[override]
-        from contextlib import contextmanager
-
-        @contextmanager
-        def run():
-            stage = _StreamStage(self.write, name, total)
-            self.write({"stage": name, "done": 0, "total": total})
-            yield stage
-
-        return run()
+    @contextmanager
+    def stage(self, name: str, total: int | None) -> Iterator[_StreamStage]:
+        self.write({"stage": name, "done": 0, "total": total})
+        yield _StreamStage(self.write, name, total)
 
     def note(self, message: str) -> None:
         super().note(message)

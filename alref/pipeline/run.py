@@ -13,12 +13,12 @@ detections it had saved in ``<out>/work/``.
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from alref.agent.checkpoint import sqlite_saver
 from alref.agent.context import AgentContext
 from alref.agent.llm import LLMClient
 from alref.agent.select import select_pivots
@@ -249,14 +249,9 @@ def _select(refs, clips, detections, settings, ctx, workspace: Workspace, run_ke
     """The agent's selection, checkpointed in work/agent.sqlite under the run's identity, or the baseline."""
     if ctx is None:
         return select_pivots(refs, clips, detections, settings, None, on_clip=advance, tracer=tracer)
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    conn = sqlite3.connect(str(workspace.checkpoint), check_same_thread=False)
-    try:
-        return select_pivots(refs, clips, detections, settings, ctx, checkpointer=SqliteSaver(conn),
-                             thread_id=run_key, on_clip=advance)  # fmt: skip
-    finally:
-        conn.close()
+    with sqlite_saver(workspace.checkpoint) as saver:
+        return select_pivots(refs, clips, detections, settings, ctx, checkpointer=saver, thread_id=run_key,
+                             on_clip=advance)  # fmt: skip
 
 
 def _continues_earlier_run(workspace: Workspace, run_key: str, force: bool) -> bool:

@@ -5,12 +5,12 @@ reference's accepted tracks. SAM 3 runs once per concept; its tracks are kept as
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alref.agent.checkpoint import sqlite_saver
 from alref.agent.context import AgentContext
 from alref.agent.llm import LLMClient
 from alref.agent.tracks.select import select_tracks
@@ -83,14 +83,9 @@ def decide(refs: list[Reference], settings: Settings, source: VideoTracks, ctx: 
            workspace: Workspace, run_key: str, tracer: Any, advance: Any) -> list[TrackDecision]:  # fmt: skip
     if ctx is None:
         return select_tracks(refs, settings, source, None, on_reference=advance, tracer=tracer)
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    conn = sqlite3.connect(str(workspace.checkpoint), check_same_thread=False)
-    try:
-        return select_tracks(refs, settings, source, ctx, checkpointer=SqliteSaver(conn), thread_id=run_key,
+    with sqlite_saver(workspace.checkpoint) as saver:
+        return select_tracks(refs, settings, source, ctx, checkpointer=saver, thread_id=run_key,
                              on_reference=advance)  # fmt: skip
-    finally:
-        conn.close()
 
 
 def segment_tracks(video: Any, references: list[str], out: Path, settings: Settings, reporter: Reporter,
@@ -101,10 +96,9 @@ def segment_tracks(video: Any, references: list[str], out: Path, settings: Setti
     from alref.pipeline.stages import decode, remove_frame_store
 
     info = video.info
-    ctx = None
+    llm = None
     if chat_model is not None or settings.llm_configured:
         llm = LLMClient(settings, chat_model=chat_model, tracer=tracer)
-        ctx = AgentContext(settings=settings, llm=llm, workspace=workspace, tracer=tracer)
         reporter.note(
             f"mode: agent (track reasoning with {llm_label(settings, chat_model)}; SAM 3 concept tracks)"
         )
@@ -118,12 +112,12 @@ def segment_tracks(video: Any, references: list[str], out: Path, settings: Setti
     t = time.perf_counter()
     store, sampled_frames = decode(video, tracker, sampled, workspace, reporter, run_key)
     timer.add("decode", t)
-    if ctx is not None:
+    if llm is not None:
         save_samples(sampled_frames, workspace.sample)
     del sampled_frames
     source = VideoTracks(tracker, store, video, workspace, reporter, run_key)
-    if ctx is not None:
-        ctx = AgentContext(settings=settings, llm=ctx.llm, workspace=workspace, tracer=tracer, tools=source)
+    ctx = None if llm is None else AgentContext(settings=settings, llm=llm, workspace=workspace, tracer=tracer,
+                                                tools=source)  # fmt: skip
     refs = [Reference(id=i, text=text) for i, text in enumerate(references, start=1)]
     t = time.perf_counter()
     with reporter.stage("reasoning" if ctx else "selection", len(refs)) as stage:

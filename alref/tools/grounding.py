@@ -40,6 +40,18 @@ __all__ = [
 # results
 
 
+def check_detect_args(images: Sequence[np.ndarray], top_k: int, batch_size: int) -> None:
+    """What every grounding tool's ``detect`` accepts: RGB uint8 HxWx3 images, top_k and batch_size >= 1."""
+    if top_k < 1 or batch_size < 1:
+        raise ValueError(f"top_k and batch_size must be at least 1 (got {top_k}, {batch_size})")
+    for i, image in enumerate(images):
+        ok = isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.size
+        if not ok or image.dtype != np.uint8:
+            shape = getattr(image, "shape", type(image).__name__)
+            kind = getattr(image, "dtype", "")
+            raise ValueError(f"image {i} must be an RGB uint8 array of shape HxWx3, got {shape} {kind}")
+
+
 def normalize_phrase(phrase: str) -> str:
     """The text as GroundingDINO was trained on it: lowercase, single spaces, ending with a period."""
     text = " ".join(str(phrase).lower().split()).rstrip(". ")
@@ -111,14 +123,7 @@ class GroundingDetector:
 
         text = normalize_phrase(phrase)
         self.check_phrase(phrase)
-        if top_k < 1 or batch_size < 1:
-            raise ValueError(f"top_k and batch_size must be at least 1 (got {top_k}, {batch_size})")
-        for i, image in enumerate(images):
-            ok = isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.size
-            if not ok or image.dtype != np.uint8:
-                shape = getattr(image, "shape", type(image).__name__)
-                kind = getattr(image, "dtype", "")
-                raise ValueError(f"image {i} must be an RGB uint8 array of shape HxWx3, got {shape} {kind}")
+        check_detect_args(images, top_k, batch_size)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
             by_size.setdefault(image.shape[:2], []).append(i)

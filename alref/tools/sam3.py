@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from alref.core.records import Detection
+from alref.tools.grounding import check_detect_args
 from alref.tools.loading import ModelSource, load_once, resolve_device, wrap_load_error
 from alref.tools.sam3_common import (
     TEXT_TOKENS,
@@ -121,13 +122,7 @@ class Sam3Grounder:
     ) -> list[list[Detection]]:
         """Boxes for ``phrase`` in each RGB uint8 HxWx3 image, best first, at most ``top_k`` per image."""
         text = check_phrase(self.tokenizer, phrase)
-        if top_k < 1 or batch_size < 1:
-            raise ValueError(f"top_k and batch_size must be at least 1 (got {top_k}, {batch_size})")
-        for i, image in enumerate(images):
-            ok = isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.size
-            if not ok or image.dtype != np.uint8:
-                shape = getattr(image, "shape", type(image).__name__)
-                raise ValueError(f"image {i} must be an RGB uint8 array of shape HxWx3, got {shape}")
+        check_detect_args(images, top_k, batch_size)
         results: list[list[Detection]] = []
         for start in range(0, len(images), batch_size):
             chunk = list(images[start : start + batch_size])

@@ -26,7 +26,13 @@ import numpy as np
 import torch
 
 from alref.errors import InputError
-from alref.tools.segmentation import PRECISIONS, RESCALE_FACTOR, _preprocessing, _video_processor_dict
+from alref.tools.segmentation import (
+    PRECISIONS,
+    RESCALE_FACTOR,
+    _preprocessing,
+    _video_processor_dict,
+    check_preprocessing,
+)  # fmt: skip
 
 #: SAM 3's processor defaults (``Sam3ImageProcessor``: IMAGENET_STANDARD mean and std) and facebook/sam3's
 SAM3_MEAN = (0.5, 0.5, 0.5)
@@ -94,15 +100,7 @@ def image_preprocessing(
     size = data.get("size", {"height": model_side, "width": model_side})
     side = int(size.get("height", model_side)) if isinstance(size, dict) else int(size)
     width = int(size.get("width", side)) if isinstance(size, dict) else side
-    unsupported = [
-        key for key in ("do_resize", "do_rescale", "do_normalize") if data.get(key, True) is not True
-    ]
-    if data.get("resample", 2) != 2:
-        unsupported.append(f"resample={data['resample']}")
-    if unsupported:
-        raise ValueError(
-            f"unsupported SAM 3 preprocessing ({', '.join(unsupported)}): alref resizes bilinear"
-        )
+    check_preprocessing(data, "SAM 3")
     if side != model_side or width != model_side:
         raise ValueError(
             f"image processor size {side}x{width} differs from the model's image_size {model_side}"

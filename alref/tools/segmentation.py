@@ -172,6 +172,19 @@ def _video_processor_dict(folder: Path) -> dict[str, Any] | None:
     return None
 
 
+def check_preprocessing(data: dict[str, Any], model: str) -> None:
+    """The processor settings alref reproduces (resize bilinear, rescale, normalise), else a ValueError."""
+    unsupported = [
+        key for key in ("do_resize", "do_rescale", "do_normalize") if data.get(key, True) is not True
+    ]
+    if data.get("resample", 2) != 2:
+        unsupported.append(f"resample={data['resample']}")
+    if unsupported:
+        raise ValueError(
+            f"unsupported {model} preprocessing ({', '.join(unsupported)}): alref resizes bilinear"
+        )
+
+
 def _preprocessing(folder: Path, model_side: int) -> tuple[tuple[float, ...], tuple[float, ...], int, float]:
     """Mean, std, input side and rescale factor from the processor settings, else ImageNet + config."""
     mean, std, side, rescale = IMAGENET_MEAN, IMAGENET_STD, model_side, RESCALE_FACTOR
@@ -185,15 +198,7 @@ def _preprocessing(folder: Path, model_side: int) -> tuple[tuple[float, ...], tu
             side = int(size.get("height", size.get("longest_edge", side)))
         elif isinstance(size, int):
             side = size
-        unsupported = [
-            key for key in ("do_resize", "do_rescale", "do_normalize") if data.get(key, True) is not True
-        ]
-        if data.get("resample", 2) != 2:
-            unsupported.append(f"resample={data['resample']}")
-        if unsupported:
-            raise ValueError(
-                f"unsupported SAM 2 preprocessing ({', '.join(unsupported)}): alref resizes bilinear"
-            )
+        check_preprocessing(data, "SAM 2")
     if side != model_side:
         raise ValueError(f"preprocessor size {side} differs from the model's image_size {model_side}")
     if len(mean) != 3 or len(std) != 3:

@@ -15,10 +15,7 @@ stored in the state.
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +28,7 @@ from typing_extensions import TypedDict
 from alref.agent.chat.select import make_select_referent, make_track_referent
 from alref.agent.chat.session import ChatSession
 from alref.agent.chat.tools import make_tools
+from alref.agent.checkpoint import sqlite_saver
 from alref.agent.llm import LLMClient, LLMError
 from alref.agent.parsing import tool_calls_in_text
 from alref.errors import InputError
@@ -121,16 +119,8 @@ def build_chat_graph(
     return g.compile(checkpointer=checkpointer)
 
 
-@contextmanager
-def chat_store(path: Path) -> Iterator[Any]:
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False)
-    try:
-        yield SqliteSaver(conn)
-    finally:
-        conn.close()
+#: the conversations' SQLite store
+chat_store = sqlite_saver
 
 
 def list_threads(db: Path) -> list[dict[str, Any]]:
