@@ -25,7 +25,16 @@ from rich.table import Table
 from alref.config import LLM, MODELS, SOUND, load_settings
 from alref.errors import AlrefError
 from alref.eval.cli import eval_app
-from alref.options import Given, SettingsCommand, settings_options
+from alref.options import (
+    BATCH_PANEL,
+    Given,
+    RayAddress,
+    RayCpus,
+    RayFlag,
+    RayWorkers,
+    SettingsCommand,
+    settings_options,
+)
 from alref.tools.cli import tools_list
 from alref.trace.cli import trace_app
 
@@ -70,8 +79,9 @@ def _print_json(data: Any) -> None:
 @settings_options()
 def segment(
     video: Annotated[
-        str, typer.Argument(help="video file (mp4, mov, mkv, webm, avi) or folder of JPEG/PNG frames")
-    ],
+        str | None,
+        typer.Argument(help="video file (mp4, mov, mkv, webm, avi) or folder of JPEG/PNG frames"),
+    ] = None,
     reference: Annotated[str | None, typer.Argument(help='what to segment, e.g. "the dog barking"')] = None,
     ref: Annotated[
         list[str] | None,
@@ -92,17 +102,49 @@ def segment(
     force: Annotated[
         bool, typer.Option("--force", help="recompute even if the output folder holds this result")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print result.json to stdout")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="print result.json (with --manifest: the batch's summary) to stdout"),
+    ] = False,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest",
+            metavar="FILE",
+            help="many videos: a CSV or JSONL file with video, reference, audio, out (one folder each under --out)",
+            rich_help_panel=BATCH_PANEL,
+        ),
+    ] = None,
+    ray: RayFlag = False,
+    ray_address: RayAddress = None,
+    ray_cpus_per_worker: RayCpus = 1.0,
+    ray_workers: RayWorkers = None,
     *,
     given: Given,
 ) -> None:
-    """Segment the referred object in every frame and write masks, masks.json, overlay.mp4, result.json."""
+    """Segment the referred object in every frame and write masks, masks.json, overlay.mp4, result.json
+    (with --manifest: for every video of the file, one folder each)."""
     from alref.errors import InputError
     from alref.pipeline.audio import AudioRequest
     from alref.pipeline.run import segment_video
     from alref.progress import RichReporter
 
     references = ([reference] if reference else []) + list(ref or [])
+    if manifest is not None:
+        if video is not None or references or audio is not None:
+            raise InputError(
+                "--manifest takes the videos, references and audio from the file: drop VIDEO, REFERENCE, --ref and --audio"
+            )
+        _segment_manifest(
+            manifest, out, force, as_json, ray, ray_address, ray_cpus_per_worker, ray_workers, given
+        )
+        return
+    if ray or ray_address or ray_workers:
+        raise InputError("--ray, --ray-address and --ray-workers run a batch: give it with --manifest FILE")
+    if video is None:
+        raise InputError(
+            'give a video, e.g. alref segment examples/shapes.mp4 "the red square" (or --manifest FILE)'
+        )
     request = None
     if audio is not None:
         if len(references) > 1:
@@ -122,6 +164,52 @@ def segment(
         _print_json(result)
         return
     _print_summary(result, out_dir)
+
+
+def _segment_manifest(manifest, out, force, as_json, ray, ray_address, cpus, workers, given) -> None:
+    from alref.options import batch_executor
+    from alref.pipeline.manifest import incomplete_error, run_manifest
+
+    settings = load_settings(**given)
+    out_dir = out if out is not None else Path("alref-out") / manifest.stem
+    executor = batch_executor(settings, ray=ray, address=ray_address, cpus_per_worker=cpus, workers=workers,
+                              force=force)  # fmt: skip
+    try:
+        summary = run_manifest(manifest, out_dir, settings, executor, force=force, console=err_console)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: the finished videos are in {out_dir}; rerun the same command to continue",
+                          highlight=False, markup=False)  # fmt: skip
+        raise typer.Exit(130) from None
+    finally:
+        executor.close()
+    if as_json:
+        _print_json(summary)
+    else:
+        _print_batch(summary)
+    error = incomplete_error(summary)
+    if error is not None:
+        raise error
+
+
+def _print_batch(summary: dict[str, Any]) -> None:
+    table = Table(title=escape(f"alref batch · {summary['videos']} videos · {summary['executor']}"))
+    for column in ("video", "references", "status", "frames with mask", "seconds", "worker"):
+        table.add_column(column, overflow="fold")
+    for r in summary["records"]:
+        frames = ", ".join(f"{o['frames_with_mask']}/{r['num_frames']}" for o in r["objects"]) or "—"
+        status = r["status"] if r["status"] != "failed" else f"failed: {r['error']}"
+        refs = "; ".join(r["references"]) or ("(sound)" if r["audio"] else "")
+        cells = (r["name"], refs, status, frames, f"{r['seconds']:.1f}", r["worker"])
+        table.add_row(*(escape(str(c)) for c in cells))
+    out_console.print(table)
+    skipped = f", {summary['skipped_done']} already done" if summary["skipped_done"] else ""
+    out_console.print(
+        escape(
+            f"ran {summary['ran']} of {summary['videos']} videos{skipped}; per video: {summary['results']}"
+        )
+    )
+    if any(r.get("smoke") for r in summary["records"]):
+        out_console.print("[yellow]smoke models: tiny random weights, the masks are meaningless[/]")
 
 
 def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
@@ -277,6 +365,48 @@ def _print_turn(report: dict[str, Any], as_json: bool) -> None:
     out_console.print(f"[bold]alref[/]: {escape(str(report['answer']))}", highlight=False)
     if report["preview"]:
         out_console.print(f"  preview: {escape(str(report['preview']))}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# app
+
+
+@app.command("app", cls=SettingsCommand)
+@settings_options(MODELS, LLM, SOUND, exclude=("no_llm",))
+def app_command(
+    video: Annotated[
+        str | None, typer.Argument(help="a video to open at start (or choose one in the page)")
+    ] = None,
+    audio: Annotated[Path | None, typer.Option(help="a separate audio file for the sound tools")] = None,
+    host: Annotated[
+        str, typer.Option(help="address to serve on; anything but loopback lets other machines in")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to serve on")] = 7860,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="where uploads and the segment form's runs go")
+    ] = Path("alref-app"),
+    max_steps: Annotated[int, typer.Option(help="tool steps per chat turn at most")] = 8,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            help="SQLite file of the conversations (alref chat's)", show_default="<cache-dir>/chats.sqlite"
+        ),
+    ] = None,
+    *,
+    given: Given,
+) -> None:
+    """A local web page: open a video, talk about it (the same agent and saved conversations as `alref
+    chat`), see previews, overlays and the trace of each turn, run one-shot segmentations, download masks."""
+    from alref.app.web import require_gradio
+
+    require_gradio()  # one line naming the extra when it is not installed
+    from alref.app.session import AppConfig
+    from alref.app.web import serve
+
+    settings = load_settings(**given)
+    config = AppConfig(given=given, db=db or settings.cache_dir / "chats.sqlite", out=out, max_steps=max_steps,
+                       video=video, audio=str(audio) if audio else None)  # fmt: skip
+    serve(config, host=host, port=port)
 
 
 # ---------------------------------------------------------------------------------------------

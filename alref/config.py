@@ -87,6 +87,10 @@ class _TomlSource(PydanticBaseSettingsSource):
         return dict(self.data)
 
 
+# settings that change how a run goes, not what it writes
+NOT_IDENTITY = ("overlap",)
+
+
 class Settings(BaseSettings):
     """Every knob of alref. Each field is also the environment variable ``ALREF_<FIELD>`` and, unless its
     :class:`Cli` says otherwise, the flag ``--<field-name>`` of ``alref segment`` (see alref/options.py)."""
@@ -246,7 +250,9 @@ class Settings(BaseSettings):
         1.0, ge=0.0, description="first backoff in seconds (doubles per retry; Retry-After wins)"
     )
     llm_concurrency: Annotated[int, LLM] = Field(
-        4, ge=1, description="clips (and references) reasoned about at once"
+        4,
+        ge=1,
+        description="clips (and references) reasoned about at once; with Ray, LLM calls at once across the cluster",
     )
     llm_json: Annotated[Literal["auto", "json_schema", "none"], LLM] = Field(
         "auto", description="structured output: auto = JSON schema, dropped if the server rejects it"
@@ -267,6 +273,11 @@ class Settings(BaseSettings):
     overlay: Annotated[bool, OUTPUTS] = Field(True, description="write overlay.mp4")
     keep_work: Annotated[bool, OUTPUTS] = Field(
         False, description="keep the decoded frames in <out>/work after a finished run"
+    )
+    overlap: Annotated[bool, OUTPUTS] = Field(
+        True,
+        description="detect while decoding and write mask PNGs on a thread while SAM 2 propagates (same outputs); "
+        "--no-overlap runs one stage after another",
     )
 
     @field_validator("cache_dir", "categories", mode="before")
@@ -309,6 +320,11 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["llm_api_key"] = "set" if self.api_key else None
         return data
+
+    def identity_dict(self) -> dict[str, Any]:
+        """The settings that decide what a run writes (a finished run with the same ones is not redone):
+        :meth:`public_dict` without where caches live and how the stages are scheduled."""
+        return {k: v for k, v in self.public_dict().items() if k not in NOT_IDENTITY} | {"cache_dir": None}
 
 
 def load_settings(**overrides: Any) -> Settings:

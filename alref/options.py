@@ -149,3 +149,51 @@ class SettingsCommand(TyperCommand):
                 raise
             message = exc.message.removeprefix("Value error, ")  # as load_settings words a refused value
             raise ConfigError(f"invalid settings: {name}: {message}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# how a batch runs (not settings: where a video runs does not change its result, so these stay out
+# of the run's identity); shared by `alref segment --manifest` and `alref eval run`
+
+BATCH_PANEL = "Batch and Ray"
+RayFlag = Annotated[
+    bool,
+    typer.Option("--ray", help="run the videos on a Ray cluster started on this machine (needs alref[ray])",
+                 rich_help_panel=BATCH_PANEL),
+]  # fmt: skip
+RayAddress = Annotated[
+    str | None,
+    typer.Option("--ray-address", metavar="ADDRESS",
+                 help="run the videos on the Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT or auto)",
+                 rich_help_panel=BATCH_PANEL),
+]  # fmt: skip
+RayCpus = Annotated[
+    float,
+    typer.Option("--ray-cpus-per-worker", min=0.01,
+                 help="CPUs per Ray worker where the cluster has no GPU (one worker per GPU otherwise)",
+                 rich_help_panel=BATCH_PANEL),
+]  # fmt: skip
+RayWorkers = Annotated[
+    int | None,
+    typer.Option("--ray-workers", min=1, help="at most this many Ray workers", show_default="one per GPU or CPU slot",
+                 rich_help_panel=BATCH_PANEL),
+]  # fmt: skip
+
+
+def batch_executor(
+    settings: Settings, *, ray: bool, address: str | None, cpus_per_worker: float, workers: int | None,
+    force: bool,
+) -> Any:  # fmt: skip
+    """The executor the batch options ask for: Ray (``--ray`` / ``--ray-address``) or this process."""
+    if ray or address:
+        from alref.pipeline.cluster import RayExecutor
+
+        return RayExecutor(settings, address=address, cpus_per_worker=cpus_per_worker, workers=workers,
+                           force=force)  # fmt: skip
+    if workers is not None:
+        from alref.errors import InputError
+
+        raise InputError("--ray-workers needs --ray or --ray-address")
+    from alref.pipeline.batch import LocalExecutor
+
+    return LocalExecutor(settings, force=force)

@@ -13,9 +13,16 @@ cold load and the peak RSS is that run's own. ``--in-process`` repeats inside th
 (models stay loaded after the first run, so ``load_models`` drops to ~0). One untimed warm-up run
 comes first; it also builds the smoke models if they are not in the alref cache yet.
 
+``--compare`` runs every repeat twice, with ``--no-overlap`` (the serial path: each stage after the
+previous one, "before") and with the default overlap (detection while decoding, mask PNGs written
+on a thread while SAM 2 propagates, "after"), alternating which goes first, and reports for each
+the ratio (total − load_models) / propagation: how long the run takes beyond the model loads, in
+units of the propagation (1.0 = everything else hidden behind it).
+
 Usage (from the repository root, with alref installed)::
 
     python benchmarks/stages.py                    # 300 frames, 640x360, 25 fps, 3 repeats
+    python benchmarks/stages.py --compare --repeats 3   # before / after the overlap, in one run
     python benchmarks/stages.py --frames 1000 --width 1280 --height 720 --repeats 5
     python benchmarks/stages.py --clip-frames 25 --samples 5 --json
 """
@@ -118,6 +125,8 @@ def segment_settings(spec: dict[str, Any]) -> dict[str, Any]:
     }
     if "no_llm" in Settings.model_fields:  # the baseline pipeline only, even if an LLM is configured
         settings["no_llm"] = True
+    if spec.get("overlap") is not None:
+        settings["overlap"] = spec["overlap"]
     return settings
 
 
@@ -141,6 +150,7 @@ def run_once(spec: dict[str, Any]) -> dict[str, Any]:
         "status": result.status,
         "smoke": result.smoke,
         "device": data.get("device"),
+        "overlap": data.get("settings", {}).get("overlap"),
     }
 
 
@@ -195,6 +205,53 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"stages": table, "rates": rates}
 
 
+def overlap_ratio(timings: dict[str, float]) -> float | None:
+    """(total − load_models) / propagation: 1.0 when everything but the model loads hides behind SAM 2."""
+    if not timings.get("propagation"):
+        return None
+    return round((timings["total"] - timings.get("load_models", 0.0)) / timings["propagation"], 3)
+
+
+def compare_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per mode (before = serial, after = overlapped): medians of the ratio, total − load, propagation."""
+    out: dict[str, Any] = {}
+    for mode, overlap in (("before", False), ("after", True)):
+        mine = [r for r in runs if r["overlap"] is overlap]
+        if not mine:
+            continue
+        out[mode] = {
+            "overlap": overlap,
+            "ratio": statistics.median(overlap_ratio(r["timings_s"]) for r in mine),
+            "ratios": [overlap_ratio(r["timings_s"]) for r in mine],
+            "beyond_load_s": round(
+                statistics.median(
+                    r["timings_s"]["total"] - r["timings_s"].get("load_models", 0) for r in mine
+                ),
+                3,
+            ),
+            "propagation_s": statistics.median(r["timings_s"]["propagation"] for r in mine),
+            "summary": summarise(mine),
+        }
+    return out
+
+
+def print_compare(compare: dict[str, Any]) -> None:
+    print()
+    print("overlap: before = --no-overlap (one stage after another), after = the default (overlapped)")
+    before, after = compare.get("before"), compare.get("after")
+    rows = [("total - load_models s", "beyond_load_s"), ("propagation s", "propagation_s"),
+            ("ratio (median)", "ratio")]  # fmt: skip
+    print(f"{'':<24}{'before':>10}{'after':>10}")
+    for label, key in rows:
+        print(f"{label:<24}{before[key]:>10.3f}{after[key]:>10.3f}")
+    print(
+        f"{'ratio per run':<24}{' '.join(map(str, before['ratios'])):>10}  |  {' '.join(map(str, after['ratios']))}"
+    )
+    for mode in ("before", "after"):
+        stages = compare[mode]["summary"]["stages"]
+        print(f"{mode:<7}: " + ", ".join(f"{k} {v['median_s']:.2f}" for k, v in stages.items()))
+
+
 def print_report(report: dict[str, Any]) -> None:
     m, s, cfg = report["machine"], report["summary"], report["config"]
     print(f"command : {report['command']}")
@@ -222,6 +279,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"peak RSS: {report['peak_rss_mib']} MiB (largest run)")
     if report.get("warmup_runs"):
         print(f"warm-up run (not in the table): {json.dumps(report['warmup_runs'][0]['timings_s'])}")
+    if report.get("compare"):
+        print_compare(report["compare"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -239,6 +298,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-runs", type=int, default=1, help="untimed runs first (build smoke models)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--in-process", action="store_true", help="repeat inside this process (warm models)")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="each repeat with --no-overlap (before) and overlapped (after); report (total - load) / propagation",
+    )
+    p.add_argument("--no-overlap", action="store_true", help="time the serial path only (alref --no-overlap)")
     p.add_argument("--workdir", type=Path, default=None, help="where the video and outputs go (temp dir)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON only")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -270,6 +335,7 @@ def main(argv: list[str] | None = None) -> None:
             "device": args.device,
             "clip_frames": args.clip_frames,
             "samples": args.samples,
+            "overlap": False if args.no_overlap else None,
         }
         run = run_once if args.in_process else run_child
         warmups, runs = [], []
@@ -277,8 +343,13 @@ def main(argv: list[str] | None = None) -> None:
             warmups.append(run(spec))
             print(f"warm-up {i + 1}/{args.warmup_runs}: {warmups[-1]['timings_s']}", file=log)
         for i in range(args.repeats):
-            runs.append(run(spec))
-            print(f"run {i + 1}/{args.repeats}: {runs[-1]['timings_s']}", file=log)
+            # --compare: before and after in every repeat, alternating which goes first (drift cancels)
+            order = ([False, True] if i % 2 == 0 else [True, False]) if args.compare else [spec["overlap"]]
+            for overlap in order:
+                runs.append(run(spec | {"overlap": overlap}))
+                ratio = overlap_ratio(runs[-1]["timings_s"])
+                print(f"run {i + 1}/{args.repeats} (overlap {runs[-1]['overlap']}, ratio {ratio}): "
+                      f"{runs[-1]['timings_s']}", file=log)  # fmt: skip
     if args.in_process:
         peak = peak_rss_mib()
     else:
@@ -299,11 +370,13 @@ def main(argv: list[str] | None = None) -> None:
             "samples": args.samples,
             "repeats": args.repeats,
             "in_process": args.in_process,
+            "compare": args.compare,
             "reference": REFERENCE,
             "models": "smoke",
         },
         "sampled_frames": runs[0]["sampled_frames"],
         "summary": summarise(runs),
+        "compare": compare_summary(runs) if args.compare else None,
         "peak_rss_mib": peak,
         "runs": runs,
         "warmup_runs": warmups,

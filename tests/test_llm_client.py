@@ -434,3 +434,32 @@ def test_text_turns_without_schema_send_plain_strings(tmp_path):
         "HumanMessage",
     ]
     assert json.dumps([m.content for m in model.calls[0]["messages"]]) == '["s", "u", "a", "again"]'
+
+
+def test_every_http_call_is_made_inside_the_admission_slot(llm_server, tmp_path, picture):
+    """A Ray worker installs a cluster-wide slot (alref.pipeline.cluster); each HTTP call, retries
+    included, holds one, and none is held while waiting to retry."""
+    from contextlib import contextmanager
+
+    from alref.agent.llm import set_admission
+
+    events: list[str] = []
+
+    @contextmanager
+    def slot():
+        events.append("take")
+        try:
+            yield
+        finally:
+            events.append("give")
+
+    llm_server.push(Status(503, {"error": {"message": "busy"}}), Reply(GOOD))
+    client, waits = make_client(llm_server.base_url, tmp_path)
+    client._sleep = lambda s: (events.append("wait"), waits.append(s))
+    set_admission(slot)
+    try:
+        client.ask(frame_turns(picture), FrameChoice, step="choose_frame")
+    finally:
+        set_admission(None)
+    assert events == ["take", "give", "wait", "take", "give"]
+    assert len(llm_server.chat_requests) == 2

@@ -27,6 +27,7 @@ NOT_ALREF_FLAGS = {
     "--help": "click adds it to every command (it is not among a command's params)",
     "--name": "alref/config.py's docstring: how a setting `name` is spelled as a flag",
     "--no-name": "alref/config.py's docstring: the off switch of a bool setting `name`",
+    "--head": "Ray's own `ray start --head`, named where a Ray cluster cannot be reached",
 }
 
 

@@ -86,7 +86,8 @@ def test_help_shows_the_defaults(run_cli, monkeypatch):
 
 
 def test_segment_help_lists_the_readme_flags(run_cli, monkeypatch):
-    readme = _readme_flags("### `alref segment", "### `alref chat") - {"--limit-mm-per-prompt"}  # vLLM's
+    not_alref = {"--limit-mm-per-prompt", "--head", "--port", "--address"}  # vLLM's; `ray start`'s
+    readme = _readme_flags("### `alref segment", "### `alref chat") - not_alref
     assert {"--clip-frames", "--no-cache", "--no-overlay", "--audio", "--energy-db"} <= readme
     assert readme <= _flags("segment")
     monkeypatch.setenv("COLUMNS", "250")
@@ -95,7 +96,10 @@ def test_segment_help_lists_the_readme_flags(run_cli, monkeypatch):
 
 
 def test_chat_and_eval_run_take_the_readme_flags_and_the_shared_settings():
-    assert _readme_flags("### `alref chat", "### `alref trace") <= _flags("chat")
+    assert _readme_flags("### `alref chat", "### `alref app") <= _flags("chat")
+    app_flags = _readme_flags("### `alref app", "### `alref trace") - {"--resume"}  # `alref chat --resume`
+    assert {"--host", "--port", "--out", "--db"} <= app_flags <= _flags("app")
+    assert set(option_fields(panels=(MODELS, LLM), exclude=("no_llm",))) <= _options("app").keys()
     eval_flags = _flags("eval", "run") | _flags("eval", "score")
     assert _readme_flags("### Benchmarks", "### `alref doctor") <= eval_flags
     chat = _options("chat")

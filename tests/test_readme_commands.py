@@ -44,10 +44,13 @@ PLACEHOLDERS = {
     "clip.mp4": "the user's video",
     "data/AVSBench/Single-source": "the user's AVSBench copy (its video names vidA, vidB)",
     "my_masks/": "the user's masks",
+    "videos.jsonl": "the user's manifest (and, with --ray-address, their Ray cluster; tests/test_ray_batch.py runs one)",
 }
 # README lines (as written there) that are parsed, not run, and why
 PARSE_ONLY = {
     "alref chat examples/shapes.mp4": "interactive: it waits for typed turns",
+    "alref app examples/shapes.mp4 --llm gpt-4o": "a web server: it serves until interrupted (tests/test_web_app.py runs it)",
+    "alref app --models smoke --llm m --llm-base-url http://127.0.0.1:8000/v1 --port 7861": "a web server: it serves until interrupted",
 }
 # the command the README says stops offline at once, naming the model (exit 3)
 OFFLINE = 'alref segment examples/shapes.mp4 "the red square" --out runs/shapes'
@@ -178,7 +181,13 @@ def _workspace(folder: Path) -> None:
 def _check(command: Command, args: list[str], out: str, err: str, folder: Path) -> None:
     """What the README says each kind of command leaves behind."""
     joined = " ".join(args)
-    if args[0] == "segment" and "--out" in args:
+    if args[0] == "segment" and "--manifest" in args:  # a batch: its summary, one folder per video
+        summary = json.loads((folder / args[args.index("--out") + 1] / "summary.json").read_text())
+        assert summary["failed"] == 0 and not summary["bad_rows"] and summary["smoke"] is True
+        assert all(
+            json.loads((Path(r["out"]) / "result.json").read_text())["smoke"] for r in summary["records"]
+        )
+    elif args[0] == "segment" and "--out" in args:
         result = json.loads((folder / args[args.index("--out") + 1] / "result.json").read_text())
         assert result["status"] == "ok" and result["smoke"] is True
         assert result["mode"] == ("agent" if "--llm" in args else "baseline")

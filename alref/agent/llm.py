@@ -31,6 +31,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -162,6 +163,17 @@ def _answer_text(message: BaseMessage) -> str:
     if isinstance(content, list):
         content = "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content)
     return content or str(message.additional_kwargs.get("refusal") or "")
+
+
+_admission: Callable[[], AbstractContextManager[Any]] = nullcontext
+
+
+def set_admission(slot: Callable[[], AbstractContextManager[Any]] | None) -> None:
+    """Hold every HTTP call to the LLM inside ``slot()`` (None: no limit beyond ``--llm-concurrency``
+    per run). A Ray worker installs a slot of a semaphore shared by the whole cluster, so the cluster's
+    calls at once stay within ``--llm-concurrency`` however many workers there are."""
+    global _admission
+    _admission = slot or nullcontext
 
 
 class LLMClient:
@@ -560,7 +572,8 @@ class LLMClient:
             attempts += 1
             self._count(http_calls=1)
             try:
-                return send(kwargs), attempts
+                with _admission():
+                    return send(kwargs), attempts
             except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as exc:
                 # with a response_format the openai client raises instead of returning a cut answer
                 raise _CutAnswer(getattr(exc, "completion", None), attempts) from None

@@ -20,7 +20,16 @@ from rich.table import Table
 
 from alref.config import OUTPUTS
 from alref.eval.catalog import DATASET_NAMES, PROTOCOLS
-from alref.options import Given, SettingsCommand, settings_options
+from alref.options import (
+    Given,
+    RayAddress,
+    RayCpus,
+    RayFlag,
+    RayWorkers,
+    SettingsCommand,
+    batch_executor,
+    settings_options,
+)
 
 eval_app = typer.Typer(
     help="Benchmarks: run alref over Ref-DAVIS17, Ref-YouTube-VOS, MeViS, ReVOS or AVSBench, and score "
@@ -110,6 +119,10 @@ def run_cmd(
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="redo every video")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    ray: RayFlag = False,
+    ray_address: RayAddress = None,
+    ray_cpus_per_worker: RayCpus = 1.0,
+    ray_workers: RayWorkers = None,
     *,
     given: Given,
 ) -> None:
@@ -120,24 +133,22 @@ def run_cmd(
 
     settings = load_settings(**given, overlay=overlay)  # off unless --overlay, as the README says
     names = [n.strip() for value in videos or [] for n in value.split(",") if n.strip()] or None
+    executor = None
+    if ray or ray_address or ray_workers:
+        executor = batch_executor(settings, ray=ray, address=ray_address, cpus_per_worker=ray_cpus_per_worker,
+                                  workers=ray_workers, force=force)  # fmt: skip
     try:
-        summary = run_eval(
-            dataset,
-            root,
-            out,
-            settings,
-            split=split,
-            limit=limit,
-            videos=names,
-            force=force,
-            console=err_console,
-        )
+        summary = run_eval(dataset, root, out, settings, split=split, limit=limit, videos=names, force=force,
+                           console=err_console, executor=executor)  # fmt: skip
     except KeyboardInterrupt:
         finished = {r["video"] for r in read_results(Path(out) / "results.jsonl")}
         err_console.print(
             f"interrupted: {len(finished)} videos are done in {out}; rerun the same command to continue"
         )
         raise typer.Exit(130) from None
+    finally:
+        if executor is not None:
+            executor.close()
     if as_json:
         _print_json(summary)
         return

@@ -21,11 +21,9 @@ Output folder::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,63 +42,25 @@ from alref.eval.protocols import avs_summary, avs_video_scores
 from alref.eval.score import headline, score_avsbench, score_davis, score_mevis, score_revos
 from alref.eval.writers import zip_folder
 from alref.media.writers import atomic_write_json, rle_to_mask
-from alref.progress import Reporter
+from alref.pipeline.audio import VIDEO_TRACK
+from alref.pipeline.batch import (
+    Executor,
+    Job,
+    JobFailed,
+    LocalExecutor,
+    Outcome,
+    append_records,
+    read_records,
+    run_batch,
+)
 
 CATEGORIES_FILE = Path(__file__).resolve().parents[1] / "data" / "avsbench_categories.txt"
 Segment = Callable[..., dict[str, Any]]
 
 
-class ProgressReporter(Reporter):
-    """Draws the pipeline's stages as sub-bars of the benchmark's rich Progress; each distinct note
-    is printed once."""
-
-    def __init__(self, progress: Any) -> None:
-        super().__init__()
-        self.progress = progress
-        self._seen: set[str] = set()
-
-    @contextmanager
-    def stage(self, name: str, total: int | None) -> Iterator[Any]:
-        task = self.progress.add_task(f"  {name}", total=total)
-        try:
-            yield _SubStage(self.progress, task)
-        finally:
-            self.progress.remove_task(task)
-
-    def note(self, message: str) -> None:
-        super().note(message)
-        if message not in self._seen and not message.startswith("already done"):
-            self._seen.add(message)
-            self.progress.console.print(message, highlight=False, markup=False)
-
-
-class _SubStage:
-    def __init__(self, progress: Any, task: Any) -> None:
-        self.progress, self.task = progress, task
-
-    def advance(self, amount: int = 1) -> None:
-        self.progress.advance(self.task, amount)
-
-
 def read_results(path: Path) -> list[dict[str, Any]]:
     """The records of a results.jsonl (a torn last line, from a crash while writing, is ignored)."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def append_results(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    return read_records(path)
 
 
 def read_object_masks(run_dir: Path, frame_names: Sequence[str]) -> list[np.ndarray]:
@@ -131,7 +91,7 @@ def _identity(ds: EvalDataset, settings: Settings) -> dict[str, Any]:
         "dataset": ds.name,
         "split": ds.split,
         "root": str(ds.root.resolve()),
-        "settings": settings.public_dict() | {"cache_dir": None},
+        "settings": settings.identity_dict(),
     }
 
 
@@ -148,17 +108,10 @@ def run_eval(
     console: Any = None,
     segment: Segment | None = None,
     chat_model: Any = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Run alref over ``dataset`` at ``root`` into ``out``; returns the summary (also saved)."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     console = console or Console(stderr=True, emoji=False)
     ds = open_dataset(dataset, root, split)
@@ -184,57 +137,49 @@ def run_eval(
         results_path.unlink(missing_ok=True)
         shutil.rmtree(pred_root, ignore_errors=True)
     atomic_write_json(out / "run.json", identity)
-    if segment is None:
-        from alref.pipeline.run import segment_video as segment
-
     done = {(r["video"], r["expression"]) for r in read_results(results_path)}
     whole_video = isinstance(ds, RefDavis)
-    plan = []
+    plan: dict[str, tuple[VideoItem, list]] = {}
     for video in items:
         todo = [e for e in video.expressions if (video.id, e.id) not in done]
         if todo and whole_video:
             todo = list(video.expressions)
         if todo:
-            plan.append((video, todo))
+            plan[video.id] = (video, todo)
     if len(plan) < len(items):
         console.print(
             f"resuming: {len(items) - len(plan)} of {len(items)} videos already done in {results_path}"
         )
+    jobs = [
+        Job(name=video.id, video=str(Path(video.frames_dir).resolve()),
+            references=() if ds.sound else tuple(e.text for e in todo),
+            run_dir=str((out / "runs" / video.id).resolve()),
+            audio=(str(Path(video.audio).resolve()) if video.audio else VIDEO_TRACK) if ds.sound else None)
+        for video, todo in plan.values()
+    ]  # fmt: skip
     started = time.perf_counter()
     smoke = False
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("eta"), TimeRemainingColumn(), console=console,
-    ) as progress:  # fmt: skip
-        task = progress.add_task(f"{ds.name} videos", total=len(plan))
-        reporter = ProgressReporter(progress)
-        for video, todo in plan:
-            t = time.perf_counter()
-            run_dir = out / "runs" / video.id
-            if ds.sound:
-                result = segment(video.frames_dir, [], run_dir, settings, reporter, force=force,
-                                 chat_model=chat_model, audio=_audio_request(video.audio))  # fmt: skip
-            else:
-                result = segment(video.frames_dir, [e.text for e in todo], run_dir, settings, reporter,
-                                 force=force, chat_model=chat_model)  # fmt: skip
-            smoke = smoke or bool(result.get("smoke"))
-            records = _write_video(ds, pred_root, video, todo, run_dir, result)
-            seconds = round((time.perf_counter() - t) / len(todo), 3)
-            append_results(results_path, [r | {"seconds": seconds} for r in records])
-            progress.advance(task)
+
+    def finished(outcome: Outcome) -> None:
+        nonlocal smoke
+        if not outcome.ok:  # a benchmark's table needs every video: stop at the first that fails
+            raise JobFailed(outcome)
+        video, todo = plan[outcome.job.name]
+        result = outcome.result or {}
+        smoke = smoke or bool(result.get("smoke"))
+        records = _write_video(ds, pred_root, video, todo, Path(outcome.job.run_dir), result)
+        seconds = round(outcome.seconds / len(todo), 3)
+        append_records(results_path, [r | {"seconds": seconds} for r in records])
+
+    if executor is None:
+        executor = LocalExecutor(settings, force=force, chat_model=chat_model, segment=segment)
+    if jobs:
+        run_batch(jobs, executor, finished, console=console, title=f"{ds.name} videos ({executor.name})")
     summary = _finish(ds, items, pred_root, out, time.perf_counter() - started)
     summary["strategy"] = settings.strategy
     summary["smoke"] = smoke or any(r.get("smoke") for r in read_results(results_path))
     atomic_write_json(out / "summary.json", summary)
     return summary
-
-
-def _audio_request(path: Path | None) -> Any:
-    try:
-        from alref.pipeline.audio import AudioRequest
-    except ImportError as exc:  # pragma: no cover - the audio pipeline ships with alref
-        raise InputError(f"AVSBench needs alref's audio pipeline, which is not available ({exc})") from None
-    return AudioRequest(str(path))
 
 
 def _write_video(

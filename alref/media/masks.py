@@ -10,11 +10,19 @@ Layout in the output folder:
 - ``overlay.mp4``: the video with masks tinted and the pivot boxes drawn on the pivot frames.
 
 Frame names are the input's own file stems for a frame folder and 5-digit indices for a video file.
+
+With ``queue_frames`` > 0 the PNG files are written by a :class:`BackgroundWriter` thread while the
+caller (SAM 2's propagation) goes on; the queue holds at most ``queue_frames`` frames, each
+H × W bytes per mask written (the union, plus one per object when there are several, plus the
+palette map): 16 × 0.88 MiB = 14.1 MiB for one object at 720p. The RLE (masks.json, the summary,
+the overlay) is computed in the caller's thread, in the same order, so every output equals a
+synchronous run's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +30,23 @@ import numpy as np
 
 from alref.media.video import Video, VideoInfo
 from alref.media.writers import (
+    BackgroundWriter,
+    OutputWriteError,
     OverlayWriter,
     atomic_write_json,
+    concat_videos,
     mask_to_rle,
     rle_to_mask,
     write_mask_png,
     write_palette_png,
 )
 
+QUEUE_FRAMES = 16  # frames of masks waiting for the writer thread at most (see the module docstring)
+
 
 class MaskSink:
-    """Receives propagated masks frame by frame (in any order) and writes them as they come."""
+    """Receives propagated masks frame by frame (in any order) and writes them as they come; with
+    ``queue_frames`` > 0 on a writer thread (call ``close`` or ``write_json``, or use ``with``)."""
 
     def __init__(
         self,
@@ -41,6 +55,7 @@ class MaskSink:
         objects: Mapping[int, str],
         gate: Mapping[int, set[int]] | None = None,
         palette_ids: Mapping[int, int] | None = None,
+        queue_frames: int = 0,
     ) -> None:
         self.out = out
         self.info = info
@@ -57,6 +72,29 @@ class MaskSink:
         if self.multi:
             for obj in self.objects:
                 (out / "objects" / str(obj)).mkdir(parents=True, exist_ok=True)
+        self.writer = BackgroundWriter(self._write, queue_frames, "mask PNGs") if queue_frames > 0 else None
+        self.listeners: list[Callable[[int], None]] = []  # told each frame whose masks are all known
+
+    def frame_bytes(self) -> int:
+        """Bytes of masks one queued frame holds (what ``queue_frames`` multiplies)."""
+        planes = 1 + (len(self.objects) if self.multi else 0) + (1 if self.multi or self.palette_ids else 0)
+        return planes * self.info.height * self.info.width
+
+    def close(self) -> None:
+        """Wait until every PNG is written; raises OutputWriteError if one could not be."""
+        if self.writer is not None:
+            self.writer.close()
+
+    def __enter__(self) -> MaskSink:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.writer is None:
+            return
+        if exc_type is None:
+            self.writer.close()
+        else:
+            self.writer.abort()
 
     def _empty(self) -> np.ndarray:
         return np.zeros((self.info.height, self.info.width), dtype=bool)
@@ -65,6 +103,7 @@ class MaskSink:
         name = self.info.frame_names[frame]
         union = self._empty()
         palette = np.zeros(union.shape, dtype=np.uint8) if (self.multi or self.palette_ids) else None
+        per_object: list[tuple[int, np.ndarray]] = []
         for obj in sorted(self.objects):
             mask = masks.get(obj)
             mask = self._empty() if mask is None else mask.astype(bool, copy=False)
@@ -78,10 +117,22 @@ class MaskSink:
             union |= mask
             self.rles[obj][frame] = mask_to_rle(mask)
             self.area[obj][frame] = int(mask.sum())
-            if self.multi:
-                write_mask_png(self.out / "objects" / str(obj) / f"{name}.png", mask)
+            if self.multi:  # a copy when queued: the caller may reuse its array
+                per_object.append((obj, mask if self.writer is None else mask.copy()))
             if palette is not None:
                 palette[mask] = self.palette_ids.get(obj, obj)
+        item = (name, per_object, union, palette)
+        if self.writer is None:
+            self._write(item)
+        else:
+            self.writer.put(item)
+        for listener in self.listeners:
+            listener(frame)
+
+    def _write(self, item: tuple[str, list[tuple[int, np.ndarray]], np.ndarray, np.ndarray | None]) -> None:
+        name, per_object, union, palette = item
+        for obj, mask in per_object:
+            write_mask_png(self.out / "objects" / str(obj) / f"{name}.png", mask)
         write_mask_png(self.out / "masks" / f"{name}.png", union)
         if palette is not None:
             write_palette_png(self.out / "palette" / f"{name}.png", palette)
@@ -103,6 +154,8 @@ class MaskSink:
         return {obj: rle_to_mask(self.rles[obj][frame]) for obj in self.objects}
 
     def write_json(self) -> None:
+        """masks.json, after every PNG is written (it marks the masks finished)."""
+        self.close()
         n = self.info.num_frames
         atomic_write_json(
             self.out / "masks.json",
@@ -142,3 +195,117 @@ def write_overlay(
             writer.add(frame, sink.masks_at(index), boxes=pivot_boxes.get(index, ()))
             if stage is not None:
                 stage.advance()
+
+
+class OverlayStream:
+    """overlay.mp4 made on a thread while the masks arrive (``with OverlayStream(...) as stream``,
+    then ``stream.finish()`` once every frame is in the sink).
+
+    A video is encoded in index order, but SAM 2 delivers start+1 .. last first and start .. 0 last.
+    So the thread encodes, as their masks arrive, the frames from the first one delivered to the
+    end (part A, while the propagation goes on), then frames 0 .. first-1 (part B, once frame 0 is
+    in), and joins B + A without re-encoding (``concat_videos``; encoded again in one pass if that is
+    refused). It holds one decoded frame at a time; the masks are the sink's RLE. The frames are
+    those of ``write_overlay`` (same pixels, same boxes); the file differs from its bytes only in
+    where the encoder put a keyframe (at the start of part A)."""
+
+    def __init__(self, path: Path, video: Video, sink: MaskSink,
+                 pivot_boxes: Mapping[int, Sequence[tuple[Sequence[float], str]]]) -> None:  # fmt: skip
+        self.path, self.video, self.sink, self.boxes = Path(path), video, sink, pivot_boxes
+        self._ready: set[int] = set()
+        self._order: list[int] = []
+        self._cond = threading.Condition()
+        self._closing = self._abort = False
+        self._error: BaseException | None = None
+        self.encoded = 0
+        self._parts = [self.path.with_name(f".{self.path.stem}.{p}{self.path.suffix}") for p in ("a", "b")]
+        self._thread = threading.Thread(target=self._run, name="alref-overlay", daemon=True)
+
+    def __enter__(self) -> OverlayStream:
+        self.sink.listeners.append(self._frame_done)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None or self._thread.is_alive():  # an error, or finish() was not reached
+            with self._cond:
+                self._abort = True
+                self._cond.notify_all()
+            self._thread.join()
+        self.sink.listeners.remove(self._frame_done)
+        for part in self._parts:
+            part.unlink(missing_ok=True)
+
+    def _frame_done(self, frame: int) -> None:
+        with self._cond:
+            if frame not in self._ready:
+                self._ready.add(frame)
+                self._order.append(frame)
+            self._cond.notify_all()
+
+    def finish(self, stage=None) -> None:
+        """Wait for the thread (every frame is in the sink now); raise its error, if any."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        reported = 0
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.2)  # a short wait between progress updates
+            if stage is not None:
+                stage.advance(self.encoded - reported)
+                reported = self.encoded
+        if stage is not None:
+            stage.advance(self.encoded - reported)
+        if self._error is not None:
+            raise OutputWriteError(
+                f"could not write {self.path.name}: {type(self._error).__name__}: {self._error}"
+            ) from self._error
+
+    def _wait_for(self, frame: int) -> bool:
+        with self._cond:
+            while frame not in self._ready:
+                if self._abort:
+                    return False
+                if self._closing:
+                    raise RuntimeError(f"overlay: frame {frame} never got its masks")
+                self._cond.wait()
+            return not self._abort
+
+    def _encode(self, path: Path, frames: range) -> bool:
+        info = self.video.info
+        # one encoder thread: this runs beside SAM 2, which has the cores
+        with OverlayWriter(path, info.fps, info.width, info.height, threads=1) as writer:
+            for index, image in self.video.iter_frames(frames):
+                if not self._wait_for(index):
+                    raise _Aborted
+                writer.add(image, self.sink.masks_at(index), boxes=self.boxes.get(index, ()))
+                self.encoded += 1
+        return True
+
+    def _run(self) -> None:
+        n = self.video.info.num_frames
+        try:
+            with self._cond:
+                while not self._order and not self._abort:
+                    if self._closing:
+                        raise RuntimeError("overlay: no frame got masks")
+                    self._cond.wait()
+                if self._abort:
+                    return
+                split = self._order[0]  # the first frame delivered: in order from here to the end
+            part_a, part_b = self._parts
+            if split == 0:
+                self._encode(self.path, range(n))
+                return
+            self._encode(part_a, range(split, n))
+            self._encode(part_b, range(split))
+            if not concat_videos([part_b, part_a], self.path):  # pragma: no cover - same settings, same SPS
+                write_overlay(self.path, self.video, self.sink, self.boxes)
+        except _Aborted:
+            pass
+        except BaseException as error:  # raised again by finish()
+            self._error = error
+
+
+class _Aborted(Exception):
+    """The run stopped: the overlay thread leaves without writing anything."""

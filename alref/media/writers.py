@@ -1,7 +1,9 @@
 """Writing results: atomic files, mask PNGs (binary and palette), COCO RLE, and overlay videos.
 
 Every writer goes through a temporary file in the target folder and ``os.replace``, so a reader (or
-a rerun that skips finished work) never sees a half-written file.
+a rerun that skips finished work) never sees a half-written file. :class:`BackgroundWriter` runs
+writes on one thread behind a bounded queue, so a producer (SAM 2's propagation) is not held up by
+them and memory stays bounded by what the queue may hold.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import tempfile
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +27,103 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from alref.errors import AlrefError
 from alref.media.boxes import colour_for, default_thickness, draw_outlined_boxes
+
+
+class OutputWriteError(AlrefError):
+    """An output file could not be written (disk full, no permission): nothing was marked finished."""
+
+
+_STOP = object()
+
+
+class BackgroundWriter:
+    """Runs ``write(item)`` for every ``put(item)``, in order, on one thread.
+
+    At most ``max_pending`` items wait in the queue (plus the one being written): ``put`` blocks
+    while it is full, which bounds memory to what that many items hold. The first error raised by
+    ``write`` is raised again, as :class:`OutputWriteError` naming ``what``, by the next ``put`` or
+    by ``close``; items after it are dropped, so the caller stops before marking anything finished.
+    Use as a context manager: a clean exit waits for every write (``close``); an exception drops
+    the pending items and stops the thread without hiding that exception. ``on_full`` (tests) is
+    called once each time a ``put`` has to wait."""
+
+    def __init__(
+        self,
+        write: Callable[[Any], None],
+        max_pending: int,
+        what: str = "outputs",
+        on_full: Callable[[], None] | None = None,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
+        self._write = write
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
+        self._what = what
+        self._on_full = on_full
+        self._error: BaseException | None = None
+        self._drop = False
+        self._closed = False
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name=f"alref-writer-{what}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if self._error is None and not self._drop:
+                try:
+                    self._write(item)
+                    self.written += 1
+                except BaseException as error:  # raised again in the caller's thread
+                    self._error = error
+
+    def _raise_if_failed(self) -> None:
+        error = self._error
+        if error is not None:
+            raise OutputWriteError(
+                f"could not write the {self._what}: {type(error).__name__}: {error}; check the output "
+                "folder's free space and permissions, then rerun (nothing was marked finished)"
+            ) from error
+
+    def put(self, item: Any) -> None:
+        if self._closed:
+            raise RuntimeError("BackgroundWriter.put() after close()")
+        self._raise_if_failed()
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            if self._on_full is not None:
+                self._on_full()
+            self._queue.put(item)
+
+    def close(self) -> None:
+        """Wait for every queued write; raise the writer's error, if any."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+        self._raise_if_failed()
+
+    def abort(self) -> None:
+        """Drop what is still queued and stop the thread (the write in progress completes)."""
+        self._drop = True
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -161,7 +261,9 @@ class OverlayWriter:
     """An H.264 mp4 of frames with tinted masks, contours and labelled boxes. Use as a context manager:
     the file appears under ``path`` only when the block ends without an exception."""
 
-    def __init__(self, path: Path, fps: float, width: int, height: int, alpha: float = 0.5) -> None:
+    def __init__(
+        self, path: Path, fps: float, width: int, height: int, alpha: float = 0.5, threads: int | None = None
+    ) -> None:
         if fps <= 0 or width < 1 or height < 1:
             raise ValueError(f"bad overlay video settings: fps={fps}, size={width}x{height}")
         self.path = Path(path)
@@ -169,6 +271,7 @@ class OverlayWriter:
         self.fps = Fraction(fps).limit_denominator(10000)
         self.frames = 0
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
+        self.threads = threads  # encoder threads (None: the encoder's own choice)
         self._container: Any = None
         self._stream: Any = None
 
@@ -178,7 +281,9 @@ class OverlayWriter:
         stream = self._container.add_stream("libx264", rate=self.fps)
         stream.width, stream.height = self.width + self.width % 2, self.height + self.height % 2
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "20", "preset": "veryfast"}
+        stream.options = {"crf": "20", "preset": "veryfast"} | (
+            {"threads": str(self.threads)} if self.threads else {}
+        )
         self._stream = stream
         return self
 
@@ -228,3 +333,44 @@ class OverlayWriter:
         except Exception:  # closing a broken encoder: the original error is the one to report
             pass
         self._tmp.unlink(missing_ok=True)
+
+
+def concat_videos(parts: Sequence[Path], path: Path) -> bool:
+    """Join H.264 mp4 files written by :class:`OverlayWriter` with the same settings into ``path``
+    (atomically), copying their packets without re-encoding. Returns False, writing nothing, when
+    the parts' encoder parameters (size, SPS/PPS) differ, so that the caller encodes again."""
+    sources = [av.open(str(p)) for p in parts]
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix or '.mp4'}")
+    try:
+        streams = [s.streams.video[0] for s in sources]
+        first = streams[0].codec_context
+        if any(
+            (s.codec_context.width, s.codec_context.height, s.codec_context.extradata)
+            != (first.width, first.height, first.extradata)
+            for s in streams
+        ):
+            return False
+        with av.open(str(tmp), "w") as out:
+            target = out.add_stream_from_template(streams[0])
+            offset = Fraction(0)  # seconds already written
+            for source, stream in zip(sources, streams, strict=True):
+                shift = int(round(offset / stream.time_base))
+                end = offset
+                for packet in source.demux(stream):
+                    if packet.dts is None:  # the demuxer's final empty packet
+                        continue
+                    duration = packet.duration or 0
+                    end = max(end, offset + (packet.pts + duration) * stream.time_base)
+                    packet.pts += shift
+                    packet.dts += shift
+                    packet.stream = target
+                    out.mux(packet)
+                offset = end
+        os.replace(tmp, path)
+        return True
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        for source in sources:
+            source.close()

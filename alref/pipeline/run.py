@@ -5,6 +5,11 @@ resized to SAM 2's square input, into a uint8 memmap in ``<out>/work/`` (side² 
 3 MiB at 1024 px) and keeps only the sampled frames at full resolution (H × W × 3 bytes each, e.g.
 2.6 MiB at 720p, ``samples`` per clip). Masks are written as they are propagated and kept as RLE.
 
+With ``settings.overlap`` (the default) the stages overlap where their data allow: a thread decodes
+while the detector runs on each batch of sampled frames as soon as it is decoded, and the mask PNGs
+are written by a writer thread behind a bounded queue (``MaskSink``, 16 frames) while SAM 2
+propagates. The outputs are the same bytes as with ``overlap=False`` (one stage after another).
+
 A rerun with the same input, references, settings and models returns the finished result without
 recomputing (``force=True`` recomputes); an interrupted run reuses the decoded frames and the
 detections it had saved in ``<out>/work/``.
@@ -12,6 +17,7 @@ detections it had saved in ``<out>/work/``.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Sequence
@@ -26,7 +32,7 @@ from alref.config import Settings
 from alref.core.records import Reference
 from alref.core.workspace import Workspace
 from alref.errors import InputError, LLMFallbackError, MediaError, NoAudioError
-from alref.media.masks import MaskSink, write_overlay
+from alref.media.masks import QUEUE_FRAMES, MaskSink, OverlayStream, write_overlay
 from alref.media.sampling import make_clips
 from alref.media.video import open_video
 from alref.media.writers import atomic_write_json, save_samples
@@ -42,7 +48,7 @@ from alref.pipeline.report import (
     llm_label,
     mode_label,
 )
-from alref.pipeline.stages import decode, detect, propagate_all, remove_frame_store
+from alref.pipeline.stages import decode, decode_and_detect, detect, propagate_all, remove_frame_store
 from alref.progress import Reporter
 from alref.tools.registry import Models, resolve_models
 from alref.trace.record import Tracer
@@ -106,7 +112,7 @@ def segment_video(
         "video": video_key(Path(video_path)),
         "references": references,
         "audio": audio.key(Path(video_path)) if audio else None,
-        "settings": settings.public_dict() | {"cache_dir": None},
+        "settings": settings.identity_dict(),
         "models": models.describe()
         | ({"audio": [s.describe() for s in audio_sources]} if audio_sources else {}),
     }
@@ -157,31 +163,18 @@ def segment_video(
     clips = make_clips(info.num_frames, settings.clip_frames, settings.samples)
     sampled = sorted({f for clip in clips for f in clip["samples"]})
 
-    # one decoding pass: SAM 2 frames to the memmap, sampled frames kept for detection
-    t = time.perf_counter()
-    store, sampled_frames = decode(
-        video, segmenter, sampled, workspace, reporter, digest(video_key(Path(video_path)))
-    )
-    timer.add("decode", t)
-
+    video_digest = digest(video_key(Path(video_path)))
     plan = None
-    if audio is not None:
-        t = time.perf_counter()
-        with reporter.stage("audio", None):
-            plan = plan_audio(audio, Path(video_path), info, settings, sampled_frames, workspace, audio_sources,
-                              models.device, ctx)  # fmt: skip
-        references = plan.references
-        reporter.note(f"sounding objects: {', '.join(c['category'] for c in plan.categories) or 'none'}")
-        timer.add("audio", t)
-
-    t = time.perf_counter()
-    detections = detect(
-        detector, references, sampled, sampled_frames, settings, models, workspace, reporter, run_key
-    )
-    timer.add("detection", t)
-    if ctx is not None:
-        save_samples(sampled_frames, workspace.sample)
-    del sampled_frames
+    if settings.overlap and audio is None:  # detection while decoding; the agent's images saved as they come
+        on_sample = (lambda i, frame: save_samples({i: frame}, workspace.sample)) if ctx is not None else None
+        store, detections = decode_and_detect(video, segmenter, sampled, workspace, reporter, video_digest, detector,
+                                              references, settings, models, run_key, on_sample, timer)  # fmt: skip
+    else:
+        store, detections, plan = _decode_then_detect(video, video_path, segmenter, sampled, workspace, reporter,
+                                                      video_digest, detector, references, settings, models, run_key,
+                                                      ctx, audio, audio_sources, timer)  # fmt: skip
+        if plan is not None:
+            references = plan.references
 
     hints = plan.hints if plan else {}
     refs = [Reference(id=i, text=text, hint_frame=hints.get(i)) for i, text in enumerate(references, start=1)]
@@ -196,22 +189,31 @@ def segment_video(
 
     objects = {r["id"]: r["text"] for r in refs}
     palette = {c["id"]: c["palette_index"] for c in plan.categories} if plan else None
-    sink = MaskSink(out, info, objects, gate=plan.gate if plan else None, palette_ids=palette)
-    t = time.perf_counter()
-    starts = propagate_all(segmenter, store, info, results, sink, reporter)
-    timer.add("propagation", t)
-
-    t = time.perf_counter()
-    sink.write_json()
     boxes: dict[int, list] = {}
     for r in results:
         for d in r["clips"]:
             if d["valid"]:
                 boxes.setdefault(d["pivot_frame"], []).append((d["pivot_box"], f"{r['id']}"))
-    if settings.overlay:
-        with reporter.stage("overlay", info.num_frames) as stage:
-            write_overlay(workspace.overlay, video, sink, boxes, stage)
-    timer.add("writing", t)
+    queued = QUEUE_FRAMES if settings.overlap else 0  # PNGs written on a thread while SAM 2 propagates
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(MaskSink(out, info, objects, gate=plan.gate if plan else None,
+                                            palette_ids=palette, queue_frames=queued))  # fmt: skip
+        stream = None  # overlay.mp4 encoded on a thread as the masks arrive
+        if settings.overlay and settings.overlap:
+            stream = stack.enter_context(OverlayStream(workspace.overlay, video, sink, boxes))
+        t = time.perf_counter()
+        starts = propagate_all(segmenter, store, info, results, sink, reporter)
+        timer.add("propagation", t)
+
+        t = time.perf_counter()
+        sink.write_json()  # waits for the last PNGs
+        if settings.overlay:
+            with reporter.stage("overlay", info.num_frames) as stage:
+                if stream is not None:
+                    stream.finish(stage)
+                else:
+                    write_overlay(workspace.overlay, video, sink, boxes, stage)
+        timer.add("writing", t)
 
     if not settings.keep_work:
         remove_frame_store(store)
@@ -222,6 +224,32 @@ def segment_video(
     if plan is not None:
         apply_audio_plan(result, plan, sink, audio_sources)
     return _finish(result, workspace, tracer, timer, reporter, settings, out)
+
+
+def _decode_then_detect(video, video_path, segmenter, sampled, workspace, reporter, video_digest, detector,
+                        references, settings, models, run_key, ctx, audio, audio_sources, timer):  # fmt: skip
+    """One stage after another (``overlap=False``, or a sound reference, whose references come from
+    the audio plan, which needs the decoded frames). Returns (store, detections, audio plan or None)."""
+    t = time.perf_counter()
+    store, sampled_frames = decode(video, segmenter, sampled, workspace, reporter, video_digest)
+    timer.add("decode", t)
+    plan = None
+    if audio is not None:
+        t = time.perf_counter()
+        with reporter.stage("audio", None):
+            plan = plan_audio(audio, Path(video_path), video.info, settings, sampled_frames, workspace,
+                              audio_sources, models.device, ctx)  # fmt: skip
+        references = plan.references
+        reporter.note(f"sounding objects: {', '.join(c['category'] for c in plan.categories) or 'none'}")
+        timer.add("audio", t)
+    t = time.perf_counter()
+    detections = detect(
+        detector, references, sampled, sampled_frames, settings, models, workspace, reporter, run_key
+    )
+    timer.add("detection", t)
+    if ctx is not None:
+        save_samples(sampled_frames, workspace.sample)
+    return store, detections, plan
 
 
 def _finish(result, workspace: Workspace, tracer, timer, reporter: Reporter, settings: Settings, out: Path):

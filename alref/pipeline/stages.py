@@ -1,5 +1,6 @@
 """The stages of a run that touch frames and models: one decoding pass, detection on the sampled
-frames, and SAM 2 propagation of the decided pivots.
+frames (``decode_and_detect``: both at once, the decoding on a thread), and SAM 2 propagation of the
+decided pivots.
 
 Memory: one decoding pass writes every frame, resized to SAM 2's square input, into a uint8 memmap
 in ``<out>/work/`` (side² × 3 bytes per frame: 3 MiB at 1024 px) and keeps only the sampled frames
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,39 @@ from alref.progress import Reporter
 from alref.tools.segmentation import MemmapFrameStore, Sam2VideoSegmenter
 
 
+def _open_store(video: Video, segmenter, workspace: Workspace, video_digest: str):
+    """The frame store, and whether it already holds every frame (an interrupted run decoded them)."""
+    info = video.info
+    side = segmenter.image_size
+    store = MemmapFrameStore(workspace.frame_store(side), info.num_frames, side)
+    marker = {
+        "video": video_digest,
+        "num_frames": info.num_frames,
+        "side": side,
+        "segmenter": type(segmenter).__name__,
+    }
+    done_marker = workspace.frame_store_done(side)
+    resumed = store.reopened and done_marker.is_file() and json.loads(done_marker.read_text()) == marker
+    return store, resumed, lambda: done_marker.write_text(json.dumps(marker))
+
+
+def _decode_into(video, segmenter, store, resumed, mark_done, sampled, on_sample, advance, stop=None) -> None:
+    """The one decoding pass: every frame into ``store`` (or, ``resumed``, only the sampled frames
+    are read), ``on_sample(index, frame)`` for each sampled frame, in increasing order."""
+    wanted = set(sampled)
+    for index, frame in video.iter_frames(sampled if resumed else None):
+        if stop is not None and stop.is_set():
+            return
+        if not resumed:
+            store[index] = segmenter.prepare_frame(frame)
+        if index in wanted:
+            on_sample(index, frame)
+        advance()
+    if not resumed:
+        store.flush()
+        mark_done()
+
+
 def decode(
     video: Video,
     segmenter: Sam2VideoSegmenter,
@@ -32,43 +67,17 @@ def decode(
     reporter: Reporter,
     video_digest: str,
 ):
-    info = video.info
-    side = segmenter.image_size
-    store_path = workspace.frame_store(side)
-    done_marker = workspace.frame_store_done(side)
-    wanted = set(sampled)
-    store = MemmapFrameStore(store_path, info.num_frames, side)
+    """One decoding pass (see the module docstring); returns the store and the sampled frames."""
+    store, resumed, mark_done = _open_store(video, segmenter, workspace, video_digest)
     keep: dict[int, np.ndarray] = {}
-    marker = {
-        "video": video_digest,
-        "num_frames": info.num_frames,
-        "side": side,
-        "segmenter": type(segmenter).__name__,
-    }
-    resumed = store.reopened and done_marker.is_file() and json.loads(done_marker.read_text()) == marker
-    if resumed:  # the SAM 2 frames are on disk from an interrupted run: decode only the sampled frames
-        with reporter.stage("decode", len(wanted)) as stage:
-            for index, frame in video.iter_frames(sampled):
-                keep[index] = frame
-                stage.advance()
-        return store, keep
-    with reporter.stage("decode", info.num_frames) as stage:
-        for index, frame in video.iter_frames():
-            store[index] = segmenter.prepare_frame(frame)
-            if index in wanted:
-                keep[index] = frame
-            stage.advance()
-    store.flush()
-    done_marker.write_text(json.dumps(marker))
+    total = len(set(sampled)) if resumed else video.info.num_frames
+    with reporter.stage("decode", total) as stage:
+        _decode_into(video, segmenter, store, resumed, mark_done, sampled, keep.__setitem__, stage.advance)
     return store, keep
 
 
-def detect(
-    detector, references, sampled, frames, settings, models, workspace: Workspace, reporter, run_key
-) -> dict[int, dict[int, list[Detection]]]:
-    """Detections per object id and sampled frame; saved in work/ so a resumed run skips this."""
-    cache = workspace.detections
-    key = digest(
+def _detection_key(run_key, references, sampled, settings, models) -> str:
+    return digest(
         [
             run_key,
             references,
@@ -79,37 +88,30 @@ def detect(
             models.describe()["grounding"],
         ]
     )
-    if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return {
-                int(obj): {
-                    int(f): [Detection(tuple(d["box"]), d["score"], d["phrase"]) for d in dets]
-                    for f, dets in per.items()
-                }
-                for obj, per in saved["detections"].items()
-            }
-    images = [frames[f] for f in sampled]
-    result: dict[int, dict[int, list[Detection]]] = {}
-    with reporter.stage("detection", len(references) * len(sampled)) as stage:
-        for i, ref in enumerate(references):
-            per_frame: list[list[Detection]] = []
-            for b in range(0, len(images), settings.detect_batch):
-                batch = images[b : b + settings.detect_batch]
-                per_frame += detector.detect(
-                    batch,
-                    ref,
-                    settings.box_threshold,
-                    settings.text_threshold,
-                    settings.top_k,
-                    settings.detect_batch,
-                )
-                stage.advance(len(batch))
-            result[i + 1] = dict(zip(sampled, per_frame, strict=True))
+
+
+def saved_detections(references, sampled, settings, models, workspace: Workspace, run_key):
+    """The detections an interrupted run saved in work/ for exactly this input, else None."""
+    cache = workspace.detections
+    if not cache.is_file():
+        return None
+    saved = json.loads(cache.read_text())
+    if saved.get("key") != _detection_key(run_key, references, sampled, settings, models):
+        return None
+    return {
+        int(obj): {
+            int(f): [Detection(tuple(d["box"]), d["score"], d["phrase"]) for d in dets]
+            for f, dets in per.items()
+        }
+        for obj, per in saved["detections"].items()
+    }
+
+
+def _save_detections(result, references, sampled, settings, models, workspace: Workspace, run_key) -> None:
     atomic_write_json(
-        cache,
+        workspace.detections,
         {
-            "key": key,
+            "key": _detection_key(run_key, references, sampled, settings, models),
             "detections": {
                 str(obj): {
                     str(f): [{"box": list(d.box), "score": d.score, "phrase": d.phrase} for d in dets]
@@ -119,7 +121,162 @@ def detect(
             },
         },
     )
+
+
+def _detect_batch(detector, references, settings, batch) -> list[list[list[Detection]]]:
+    """Per reference, the detections of each image of ``batch`` (one detector call per reference)."""
+    return [
+        detector.detect(
+            batch, ref, settings.box_threshold, settings.text_threshold, settings.top_k, settings.detect_batch
+        )
+        for ref in references
+    ]
+
+
+def detect(
+    detector, references, sampled, frames, settings, models, workspace: Workspace, reporter, run_key
+) -> dict[int, dict[int, list[Detection]]]:
+    """Detections per object id and sampled frame; saved in work/ so a resumed run skips this."""
+    saved = saved_detections(references, sampled, settings, models, workspace, run_key)
+    if saved is not None:
+        return saved
+    images = [frames[f] for f in sampled]
+    result: dict[int, dict[int, list[Detection]]] = {}
+    with reporter.stage("detection", len(references) * len(sampled)) as stage:
+        for i, ref in enumerate(references):
+            per_frame: list[list[Detection]] = []
+            for b in range(0, len(images), settings.detect_batch):
+                batch = images[b : b + settings.detect_batch]
+                per_frame += _detect_batch(detector, [ref], settings, batch)[0]
+                stage.advance(len(batch))
+            result[i + 1] = dict(zip(sampled, per_frame, strict=True))
+    _save_detections(result, references, sampled, settings, models, workspace, run_key)
     return result
+
+
+_DONE = object()
+
+
+def decode_and_detect(
+    video: Video,
+    segmenter: Sam2VideoSegmenter,
+    sampled: list[int],
+    workspace: Workspace,
+    reporter: Reporter,
+    video_digest: str,
+    detector,
+    references,
+    settings,
+    models,
+    run_key: str,
+    on_sample=None,
+    timer=None,
+):
+    """``decode`` and ``detect`` at once: a thread decodes (into the frame store) while this one
+    runs the detector on each batch of sampled frames as soon as the batch is decoded. The batches
+    are the serial path's (``detect_batch`` consecutive sampled frames), so the detections are the
+    same. ``on_sample(index, frame)`` runs here for each sampled frame (e.g. saving the agent's
+    images); a sampled frame is dropped once its batch is detected. Returns (store, detections)."""
+    import queue
+    import threading
+    import time
+
+    store, resumed, mark_done = _open_store(video, segmenter, workspace, video_digest)
+    detections = saved_detections(references, sampled, settings, models, workspace, run_key)
+    samples: queue.SimpleQueue = queue.SimpleQueue()  # at most the sampled frames, as the serial path keeps
+    stop = threading.Event()
+    decode_s = [0.0]
+    decoded = [0, 0]  # frames decoded (counted by the decode thread), frames shown (by this thread)
+    shown: list[Any] = [None]  # the decode stage, while it is open
+
+    def count() -> None:
+        decoded[0] += 1
+
+    def show() -> None:
+        """The decoding's progress, reported from this thread: a reporter (a LangGraph stream writer,
+        a browser's progress bar) belongs to the thread that opened its stage."""
+        if shown[0] is not None and decoded[0] > decoded[1]:
+            done = decoded[0]
+            shown[0].advance(done - decoded[1])
+            decoded[1] = done
+
+    def work() -> None:
+        started = time.perf_counter()
+        try:
+            _decode_into(video, segmenter, store, resumed, mark_done, sampled,
+                         lambda i, f: samples.put((i, f)), count, stop)  # fmt: skip
+            samples.put(_DONE)
+        except BaseException as error:  # raised again in this thread
+            samples.put(error)
+        finally:
+            decode_s[0] = time.perf_counter() - started
+
+    per_ref: list[list[list[Detection]]] = [[] for _ in references]
+    detect_s = 0.0
+    batch_size = settings.detect_batch
+
+    def batches():
+        """Batches of consecutive sampled frames, each as soon as it is decoded."""
+        pending: list[np.ndarray] = []
+        while True:
+            item = samples.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            index, frame = item
+            show()
+            if on_sample is not None:
+                on_sample(index, frame)
+            pending.append(frame)
+            if len(pending) == batch_size:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
+
+    def run(batch, advance=None) -> None:
+        nonlocal detect_s
+        if detections is not None:  # saved by an interrupted run: only the agent's images are wanted
+            return
+        t = time.perf_counter()
+        for found, out in zip(_detect_batch(detector, references, settings, batch), per_ref, strict=True):
+            out += found
+        detect_s += time.perf_counter() - t
+        if advance is not None:
+            advance(len(batch) * len(references))
+
+    total = len(set(sampled)) if resumed else video.info.num_frames
+    thread = None
+    try:
+        stream = batches()
+        with reporter.stage("decode", total) as stage:
+            shown[0] = stage
+            thread = threading.Thread(target=work, name="alref-decode", daemon=True)
+            thread.start()
+            for batch in stream:  # detection runs while the decoding goes on, without its own bar
+                run(batch)
+                if not thread.is_alive():
+                    break
+            thread.join()
+            show()
+            shown[0] = None
+        rest = list(stream)  # the decoding is over: what is left gets the detection bar
+        if rest and detections is None:
+            with reporter.stage("detection", sum(len(b) for b in rest) * len(references)) as stage:
+                for batch in rest:
+                    run(batch, stage.advance)
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
+    if detections is None:
+        detections = {i + 1: dict(zip(sampled, found, strict=True)) for i, found in enumerate(per_ref)}
+        _save_detections(detections, references, sampled, settings, models, workspace, run_key)
+    if timer is not None:
+        timer.times["decode"] = round(decode_s[0], 3)
+        timer.times["detection"] = round(detect_s, 3)
+    return store, detections
 
 
 def propagate_all(

@@ -19,7 +19,7 @@ from alref.core.baseline import concept_of
 from alref.core.records import Reference, TrackDecision
 from alref.core.workspace import Workspace
 from alref.errors import InputError
-from alref.media.masks import MaskSink, write_overlay
+from alref.media.masks import QUEUE_FRAMES, MaskSink, write_overlay
 from alref.media.sampling import make_clips
 from alref.media.writers import save_samples
 from alref.progress import Reporter
@@ -123,14 +123,15 @@ def segment_tracks(video: Any, references: list[str], out: Path, settings: Setti
     with reporter.stage("reasoning" if ctx else "selection", len(refs)) as stage:
         decisions = decide(refs, settings, source, ctx, workspace, run_key, tracer, stage.advance)
     timer.add("selection", t)
-    sink = MaskSink(out, info, {r["id"]: r["text"] for r in refs})
-    t = time.perf_counter()
-    write_masks(decisions, source, sink, info.num_frames, reporter)
-    sink.write_json()
-    if settings.overlay:
-        with reporter.stage("overlay", info.num_frames) as stage:
-            write_overlay(workspace.overlay, video, sink, {}, stage)
-    timer.add("writing", t)
+    queued = QUEUE_FRAMES if settings.overlap else 0  # PNGs written on a thread while the masks are made
+    with MaskSink(out, info, {r["id"]: r["text"] for r in refs}, queue_frames=queued) as sink:
+        t = time.perf_counter()
+        write_masks(decisions, source, sink, info.num_frames, reporter)
+        sink.write_json()  # waits for the last PNGs
+        if settings.overlay:
+            with reporter.stage("overlay", info.num_frames) as stage:
+                write_overlay(workspace.overlay, video, sink, {}, stage)
+        timer.add("writing", t)
     if not settings.keep_work:
         remove_frame_store(store)
     timer.times["total"] = round(time.perf_counter() - started, 3)

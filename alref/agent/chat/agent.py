@@ -128,6 +128,7 @@ def list_threads(db: Path) -> list[dict[str, Any]]:
     if not db.is_file():
         return []
     with chat_store(db) as saver:
+        saver.setup()  # a store opened but never written to has no tables yet
         conn = saver.conn
         ids = [row[0] for row in conn.execute("SELECT DISTINCT thread_id FROM checkpoints ORDER BY rowid")]
         rows = []

@@ -1,0 +1,129 @@
+"""The browser app's parts that need no browser: escaping of untrusted text, the trace table, the images
+shown (only from inside the trace folder), the progress adapter, the missing-extra message and the
+warning for a non-loopback host. tests/test_web_app.py drives the page itself."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from alref.app import render
+from alref.app.progress import WebReporter
+
+SCRIPT = "<script>alert(1)</script> **bold** ![x](http://example.invalid/x.png) $$x$$"
+
+
+def test_chat_text_shows_markup_as_text():
+    shown = render.chat_text(SCRIPT)
+    assert "<" not in shown and ">" not in shown and "&lt;script&gt;" in shown
+    assert r"\*\*bold\*\*" in shown and r"\!\[x\]\(http://example\.invalid/x\.png\)" in shown
+    assert r"\$\$x\$\$" in shown
+    assert render.chat_messages([("assistant", SCRIPT), ("user", ""), ("user", None)]) == [
+        {"role": "assistant", "content": shown}
+    ]
+
+
+def test_the_trace_table_escapes_what_the_llm_said(tmp_path):
+    events = [
+        {"kind": "llm_call", "step": "chat", "answer": SCRIPT, "prompt_tokens": 3, "completion_tokens": 4,
+         "latency_s": 0.5, "tool_calls": [{"name": "segment_box", "args": {"name": "<b>x</b>"}}]},
+        {"kind": "fallback", "step": "choose_box", "reason": "<img src=x onerror=alert(1)>"},
+        {"kind": "clip_decided", "ref": 1, "clip": 0, "valid": True, "pivot_frame": 4, "box_number": 2,
+         "decided_by": "llm", "reason": "box 2 <i>fits</i>"},
+        {"kind": "not_shown"},
+    ]  # fmt: skip
+    page = render.trace_html(events)
+    assert "<script>" not in page and "<img" not in page and "<b>x</b>" not in page and "<i>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "segment_box" in page
+    assert [kind for kind, _ in render.trace_rows(events)] == ["LLM call", "fallback", "decision"]
+    assert 'class="alref-warn"' in page  # the fallback is marked
+    assert "frame 4, box 2 (llm)" in render.trace_rows(events)[2][1]
+    assert "no trace events" in render.trace_html([])
+
+
+def test_images_shown_come_only_from_the_trace_folder(tmp_path):
+    trace = tmp_path / "trace"
+    (trace / "images").mkdir(parents=True)
+    (trace / "images" / "a.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "secret.jpg").write_bytes(b"\xff\xd8\xff")
+    events = [{"kind": "llm_call", "step": "chat", "messages": [
+        {"role": "user", "images": ["images/a.jpg", "../secret.jpg", "images/missing.jpg", "images/a.jpg"]}]}]  # fmt: skip
+    assert render.seen_images(events, trace) == [
+        (str((trace / "images" / "a.jpg").resolve()), "shown at chat")
+    ]
+
+
+def test_the_result_table_escapes_the_reasoning():
+    result = {"status": "ok", "mode": "agent", "input": {"num_frames": 10}, "references": [
+        {"id": 1, "text": "<u>the dog</u>", "status": "ok", "masks": {"frames_with_mask": 7}, "clips": [
+            {"clip": 0, "valid": True, "pivot_frame": 3, "box_number": 1, "box_colour": "red", "candidates": [{}, {}],
+             "decided_by": "llm", "frame_reasoning": "<script>x</script>", "attempts": {"frame": 1},
+             "fallbacks": ["choose_box"]}]}]}  # fmt: skip
+    page = render.result_html(result)
+    assert "<u>" not in page and "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
+    assert "frame 3, box 1 red of 2 candidates" in page and "7/10" in page and "choose_box" in page
+
+
+def test_the_reporter_shows_each_stage_on_the_page():
+    shown: list[tuple[float | None, str]] = []
+    reporter = WebReporter(lambda fraction, text: shown.append((fraction, text)))
+    with reporter.stage("decode", 4) as stage:
+        stage.advance()
+        stage.advance(3)
+    with reporter.stage("audio", None) as stage:
+        stage.advance()
+    reporter.note("mode: baseline")
+    assert shown == [(0.0, "decoding"), (0.25, "decoding 1/4"), (1.0, "decoding 4/4"), (None, "listening"),
+                     (None, "listening (1)")]  # fmt: skip
+    assert reporter.stages == ["decode", "audio"] and reporter.notes == ["mode: baseline"]
+
+
+def test_without_the_extra_the_app_says_what_to_install(run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
+    code, out, err = run_cli("app", "--models", "smoke")
+    assert code == 2 and out == ""
+    assert (
+        err.strip()
+        == 'alref: error: the browser app needs Gradio: pip install -c constraints.txt -e ".[app]"'
+    )
+
+
+class _Page:
+    server_port = 7999
+
+    def __init__(self) -> None:
+        self.launched: dict = {}
+
+    def queue(self, **kwargs):
+        return self
+
+    def launch(self, **kwargs):
+        self.launched = kwargs
+
+    def block_thread(self):
+        raise KeyboardInterrupt
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(("host", "warned"), [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_a_host_that_is_not_loopback_is_warned_about(host, warned, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("gradio")
+    from alref.app import web
+    from alref.app.session import AppConfig
+
+    page = _Page()
+    monkeypatch.setattr(web, "build_app", lambda config: page)
+    web.serve(
+        AppConfig(given={}, db=tmp_path / "db", out=tmp_path / "app", chat_out=tmp_path / "chats"), host, 0
+    )
+    err = capsys.readouterr().err
+    assert ("alref: warning: serving on 0.0.0.0" in err) is warned and len(err.splitlines()) == 1 + warned
+    assert f"alref app: http://{host}:7999/" in err
+    assert page.launched["server_name"] == host and page.launched["server_port"] == 0
+    assert set(page.launched["allowed_paths"]) == {
+        str((tmp_path / "app").resolve()),
+        str((tmp_path / "chats").resolve()),
+    }
