@@ -167,7 +167,7 @@ def segment(
 
 
 def _segment_manifest(manifest, out, force, as_json, ray, ray_address, cpus, workers, given) -> None:
-    from alref.options import batch_executor
+    from alref.pipeline.batch import batch_executor
     from alref.pipeline.manifest import incomplete_error, run_manifest
 
     settings = load_settings(**given)

@@ -178,22 +178,3 @@ RayWorkers = Annotated[
     typer.Option("--ray-workers", min=1, help="at most this many Ray workers", show_default="one per GPU or CPU slot",
                  rich_help_panel=BATCH_PANEL),
 ]  # fmt: skip
-
-
-def batch_executor(
-    settings: Settings, *, ray: bool, address: str | None, cpus_per_worker: float, workers: int | None,
-    force: bool,
-) -> Any:  # fmt: skip
-    """The executor the batch options ask for: Ray (``--ray`` / ``--ray-address``) or this process."""
-    if ray or address:
-        from alref.pipeline.cluster import RayExecutor
-
-        return RayExecutor(settings, address=address, cpus_per_worker=cpus_per_worker, workers=workers,
-                           force=force)  # fmt: skip
-    if workers is not None:
-        from alref.errors import InputError
-
-        raise InputError("--ray-workers needs --ray or --ray-address")
-    from alref.pipeline.batch import LocalExecutor
-
-    return LocalExecutor(settings, force=force)

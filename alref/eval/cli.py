@@ -27,7 +27,6 @@ from alref.options import (
     RayFlag,
     RayWorkers,
     SettingsCommand,
-    batch_executor,
     settings_options,
 )
 
@@ -135,6 +134,8 @@ def run_cmd(
     names = [n.strip() for value in videos or [] for n in value.split(",") if n.strip()] or None
     executor = None
     if ray or ray_address or ray_workers:
+        from alref.pipeline.batch import batch_executor
+
         executor = batch_executor(settings, ray=ray, address=ray_address, cpus_per_worker=ray_cpus_per_worker,
                                   workers=ray_workers, force=force)  # fmt: skip
     try:

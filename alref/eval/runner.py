@@ -58,9 +58,7 @@ CATEGORIES_FILE = Path(__file__).resolve().parents[1] / "data" / "avsbench_categ
 Segment = Callable[..., dict[str, Any]]
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """The records of a results.jsonl (a torn last line, from a crash while writing, is ignored)."""
-    return read_records(path)
+read_results = read_records  # the records of OUT/results.jsonl (a torn last line is ignored)
 
 
 def read_object_masks(run_dir: Path, frame_names: Sequence[str]) -> list[np.ndarray]:

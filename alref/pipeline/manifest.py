@@ -216,16 +216,16 @@ def job_key(job: Job, settings: Settings) -> str:
                    "settings": settings.identity_dict()})  # fmt: skip
 
 
-def finished_records(out: Path, jobs: list[Job], settings: Settings) -> dict[str, dict[str, Any]]:
-    """The jobs already done in ``out``: the last record of each is for the same input and settings,
-    finished, and its folder still holds its result."""
+def finished_records(out: Path, jobs: list[Job], keys: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The jobs already done in ``out``: the last record of each has the job's key (:func:`job_key`:
+    the same input and settings), is finished, and its folder still holds its result."""
     last: dict[str, dict[str, Any]] = {}
     for record in read_records(out / RESULTS_FILE):
         last[record.get("name")] = record
     done = {}
     for job in jobs:
         record = last.get(job.name)
-        if (record and record.get("key") == job_key(job, settings) and record.get("status") != "failed"
+        if (record and record.get("key") == keys[job.name] and record.get("status") != "failed"
                 and (Path(job.run_dir) / "result.json").is_file()):  # fmt: skip
             done[job.name] = record
     return done
@@ -251,7 +251,7 @@ def run_manifest(
         raise InputError(f"--manifest {manifest}: no row can run ({len(bad)} skipped)")
     out.mkdir(parents=True, exist_ok=True)
     keys = {job.name: job_key(job, settings) for job in jobs}
-    done = {} if force else finished_records(out, jobs, settings)
+    done = {} if force else finished_records(out, jobs, keys)
     todo = [job for job in jobs if job.name not in done]
     if done:
         console.print(f"skipping {len(done)} of {len(jobs)} videos already done in {out / RESULTS_FILE}",
