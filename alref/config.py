@@ -276,8 +276,8 @@ class Settings(BaseSettings):
     )
     overlap: Annotated[bool, OUTPUTS] = Field(
         True,
-        description="detect while decoding and write mask PNGs on a thread while SAM 2 propagates (same outputs); "
-        "--no-overlap runs one stage after another",
+        description="detect while decoding, let the LLM agent reason while both go on, and write mask PNGs on a "
+        "thread while SAM 2 propagates (same outputs); --no-overlap runs one stage after another",
     )
 
     @field_validator("cache_dir", "categories", mode="before")

@@ -19,12 +19,19 @@ on a thread while SAM 2 propagates, "after"), alternating which goes first, and 
 the ratio (total − load_models) / propagation: how long the run takes beyond the model loads, in
 units of the propagation (1.0 = everything else hidden behind it).
 
+``--llm-latency SECONDS`` runs the GPT-PS agent instead of the baseline, against a local
+OpenAI-compatible server started by this script (``tests/llm_server.py``, answering each step with
+``tests/agent_script.py``'s valid answers) that takes that long per answer, like a remote vision
+model. With ``--compare`` this times the agent's reasoning while the video is still being decoded
+and detected (after) against reasoning once both are done (before).
+
 Usage (from the repository root, with alref installed)::
 
     python benchmarks/stages.py                    # 300 frames, 640x360, 25 fps, 3 repeats
     python benchmarks/stages.py --compare --repeats 3   # before / after the overlap, in one run
     python benchmarks/stages.py --frames 1000 --width 1280 --height 720 --repeats 5
     python benchmarks/stages.py --clip-frames 25 --samples 5 --json
+    python benchmarks/stages.py --compare --llm-latency 0.5   # the agent, 0.5 s per LLM answer
 """
 
 from __future__ import annotations
@@ -50,14 +57,29 @@ STAGES = ["load_models", "decode", "detection", "propagation", "writing", "total
 REFERENCE = "the red square"
 
 
-def _synth():
-    """``tests/synth.py`` (the test suite's media writers), imported from the repository's tests/."""
+def _tests_module(name: str):
+    """A helper module of the test suite (``tests/synth.py``, ``tests/llm_server.py``, …)."""
+    import importlib
+
     tests = str(REPO / "tests")
     if tests not in sys.path:
         sys.path.insert(0, tests)
-    import synth
+    return importlib.import_module(name)
 
-    return synth
+
+def _synth():
+    """``tests/synth.py`` (the test suite's media writers)."""
+    return _tests_module("synth")
+
+
+def llm_server(latency: float):
+    """A started local OpenAI-compatible server whose every answer (a valid one for its step) takes
+    ``latency`` seconds."""
+    server_mod, script_mod = _tests_module("llm_server"), _tests_module("agent_script")
+    script = script_mod.Script()
+    return server_mod.ScriptedOpenAIServer(
+        lambda body: server_mod.Reply(script(body["messages"]), delay=latency)
+    ).start()
 
 
 def machine_info() -> dict[str, Any]:
@@ -123,7 +145,10 @@ def segment_settings(spec: dict[str, Any]) -> dict[str, Any]:
         "clip_frames": spec["clip_frames"],
         "samples": spec["samples"],
     }
-    if "no_llm" in Settings.model_fields:  # the baseline pipeline only, even if an LLM is configured
+    if spec.get("llm_base_url"):  # the GPT-PS agent, over the local scripted server
+        settings |= {"llm": "scripted", "llm_base_url": spec["llm_base_url"], "llm_api_key": "unused",
+                     "cache": False}  # fmt: skip
+    elif "no_llm" in Settings.model_fields:  # the baseline pipeline only, even if an LLM is configured
         settings["no_llm"] = True
     if spec.get("overlap") is not None:
         settings["overlap"] = spec["overlap"]
@@ -151,6 +176,7 @@ def run_once(spec: dict[str, Any]) -> dict[str, Any]:
         "smoke": result.smoke,
         "device": data.get("device"),
         "overlap": data.get("settings", {}).get("overlap"),
+        "mode": data.get("mode"),
     }
 
 
@@ -269,6 +295,9 @@ def print_report(report: dict[str, Any]) -> None:
         f"-> {report['sampled_frames']} detected frames | {cfg['repeats']} repeats "
         f"({'one process' if cfg['in_process'] else 'fresh process each'}), {report['date_utc']}"
     )
+    latency = cfg.get("llm_latency_s")
+    llm = f", each LLM answer after {latency} s (local scripted server)" if latency is not None else ""
+    print(f"mode    : {cfg.get('mode')}{llm}")
     print()
     print(f"{'stage':<14}{'median s':>10}{'min s':>10}   rate (median / best)")
     for stage, row in s["stages"].items():
@@ -304,12 +333,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="each repeat with --no-overlap (before) and overlapped (after); report (total - load) / propagation",
     )
     p.add_argument("--no-overlap", action="store_true", help="time the serial path only (alref --no-overlap)")
+    p.add_argument(
+        "--llm-latency",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run the GPT-PS agent against a local scripted LLM server taking SECONDS per answer "
+        "(default: the baseline, no LLM)",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="where the video and outputs go (temp dir)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON only")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.frames < 1 or args.width < 16 or args.height < 16 or args.repeats < 1 or args.warmup_runs < 0:
         p.error("need --frames >= 1, --width/--height >= 16, --repeats >= 1, --warmup-runs >= 0")
+    if args.llm_latency is not None and args.llm_latency < 0:
+        p.error("--llm-latency must be >= 0 seconds")
     return args
 
 
@@ -321,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["stages.py", *argv])
     load_before = load_avg()
     log = sys.stderr
+    server = llm_server(args.llm_latency) if args.llm_latency is not None else None
     with tempfile.TemporaryDirectory(prefix="alref-bench-", dir=args.workdir) as tmp:
         work = Path(tmp)
         video = work / "shapes.mp4"
@@ -336,6 +376,7 @@ def main(argv: list[str] | None = None) -> None:
             "clip_frames": args.clip_frames,
             "samples": args.samples,
             "overlap": False if args.no_overlap else None,
+            "llm_base_url": server.base_url if server is not None else None,
         }
         run = run_once if args.in_process else run_child
         warmups, runs = [], []
@@ -350,6 +391,8 @@ def main(argv: list[str] | None = None) -> None:
                 ratio = overlap_ratio(runs[-1]["timings_s"])
                 print(f"run {i + 1}/{args.repeats} (overlap {runs[-1]['overlap']}, ratio {ratio}): "
                       f"{runs[-1]['timings_s']}", file=log)  # fmt: skip
+    if server is not None:
+        server.stop()
     if args.in_process:
         peak = peak_rss_mib()
     else:
@@ -373,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
             "compare": args.compare,
             "reference": REFERENCE,
             "models": "smoke",
+            "llm_latency_s": args.llm_latency,
+            "mode": runs[0]["mode"],
         },
         "sampled_frames": runs[0]["sampled_frames"],
         "summary": summarise(runs),

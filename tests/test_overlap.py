@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from agent_script import Script
+from agent_script import Script, clip_start
 
 import alref
 from alref.media.masks import QUEUE_FRAMES, MaskSink
@@ -268,9 +268,10 @@ def test_an_interrupted_overlay_stream_leaves_no_file(shapes_mp4, tmp_path):
     assert not any(t.name == "alref-overlay" for t in threading.enumerate())
 
 
-def test_progress_is_reported_from_the_callers_thread_only(shapes_mp4, tmp_path):
+@pytest.mark.parametrize("agent", [False, True])
+def test_progress_is_reported_from_the_callers_thread_only(shapes_mp4, tmp_path, agent):
     """A reporter belongs to the thread that runs the pipeline (a LangGraph stream writer, a browser's
-    progress bar): the decode and writer threads never call it."""
+    progress bar): the decode, detection, agent and writer threads never call it."""
     from contextlib import nullcontext
 
     from alref.config import load_settings
@@ -295,8 +296,114 @@ def test_progress_is_reported_from_the_callers_thread_only(shapes_mp4, tmp_path)
         def note(self, message):
             calls.append(("note", threading.get_ident()))
 
-    settings = load_settings(models="smoke", clip_frames=10, overlap=True)
-    segment_video(shapes_mp4, REFS, tmp_path / "o", settings, Recorder())
+    settings = load_settings(models="smoke", clip_frames=10, overlap=True, cache=False)
+    model = Script().model() if agent else None
+    segment_video(shapes_mp4, REFS, tmp_path / "o", settings, Recorder(), chat_model=model)
     stages = {name for name, _ in calls}
-    assert {"decode", "propagation", "overlay"} <= stages
+    assert {"decode", "propagation", "overlay", "reasoning" if agent else "selection"} <= stages
     assert {thread for _, thread in calls} == {caller}
+    assert calls.count(("reasoning", caller)) == (1 + 2 * 3 if agent else 0)  # opened once, a tick per clip
+
+
+# --- the agent reasons while the video is decoded and detected -----------------------------------------
+
+
+class _GatedDetector:
+    """The real detector, whose ``gate_call``-th call first runs ``gate()`` (on the producer's thread)."""
+
+    def __init__(self, monkeypatch, gate_call: int, gate) -> None:
+        from alref.tools import grounding
+
+        self.calls = 0
+        detect = grounding.GroundingDetector.detect
+
+        def gated(detector, *a, **k):
+            self.calls += 1
+            if self.calls == gate_call:
+                gate()
+            return detect(detector, *a, **k)
+
+        monkeypatch.setattr(grounding.GroundingDetector, "detect", gated)
+
+
+def _agent_run(video, out, model, **settings):
+    return alref.segment(video, "the red square", out=out, models="smoke", clip_frames=10, samples=5,
+                         detect_batch=5, overlay=False, cache=False, chat_model=model,
+                         **settings)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_agent_reasons_about_the_first_clip_while_the_last_is_detected(shapes_mp4, tmp_path, monkeypatch):
+    """15 sampled frames in batches of 5: the third (last) detector call waits until the LLM has been
+    asked about the first clip, which happens only if the agent does not wait for all detections."""
+    script = Script()
+    asked = threading.Event()
+
+    def answer(messages):
+        if clip_start(messages) == 0:  # not the syntax question, which needs no frame
+            asked.set()
+        return script(messages)
+
+    waited = []
+    gated = _GatedDetector(monkeypatch, 3, lambda: waited.append(asked.wait(60)))
+    from scripted_llm import ScriptedChatModel
+
+    result = _agent_run(shapes_mp4, tmp_path / "o", ScriptedChatModel([answer] * 100))
+    assert gated.calls == 3 and waited == [True]
+    assert result.status == "ok" and result.data["mode"] == "agent"
+    assert {"decode", "detection", "selection"} <= set(result.data["timings_s"])
+
+
+@pytest.mark.slow
+def test_a_detection_error_while_the_agent_reasons_ends_the_run_with_it_and_a_rerun_resumes(
+    shapes_mp4, tmp_path, monkeypatch
+):
+    script = Script()
+    out = tmp_path / "o"
+
+    def fail():
+        raise RuntimeError("the detector ran out of memory")
+
+    _GatedDetector(monkeypatch, 2, fail)
+    with pytest.raises(RuntimeError, match="ran out of memory"):  # the cause, not a waiting branch's error
+        _agent_run(shapes_mp4, out, script.model())
+    assert not (out / "result.json").exists()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("alref-decode", "alref-work"))]
+    monkeypatch.undo()
+    again = Script()
+    result = _agent_run(shapes_mp4, out, again.model())
+    assert result.status == "ok"
+    fresh = Script()
+    _agent_run(shapes_mp4, tmp_path / "fresh", fresh.model(), overlap=False)
+    assert _files(out) == _files(tmp_path / "fresh")
+    # the first clip was decided before the failure, from the checkpoint: not asked again
+    assert sum(again.steps.values()) < sum(fresh.steps.values())
+
+
+@pytest.mark.slow
+def test_an_agent_failure_stops_the_decoding_and_detection(shapes_mp4, tmp_path, monkeypatch):
+    from alref.agent import graph
+
+    detecting, failed = threading.Event(), threading.Event()
+
+    def broken(state, runtime):
+        assert detecting.wait(60)
+        failed.set()
+        raise RuntimeError("a bug in describe_event")
+
+    monkeypatch.setattr(graph, "describe_event", broken)
+
+    def after_the_failure():
+        detecting.set()
+        assert failed.wait(60)
+        for thread in threading.enumerate():
+            if thread.name == "alref-work-1":  # the selection's thread: it sets the cancel as it ends
+                thread.join(60)
+
+    gated = _GatedDetector(monkeypatch, 1, after_the_failure)
+    out = tmp_path / "o"
+    with pytest.raises(RuntimeError, match="a bug in describe_event"):
+        _agent_run(shapes_mp4, out, Script().model())
+    assert gated.calls == 1  # the second and third batches were never detected
+    assert not (out / "result.json").exists() and not (out / "work" / "detections.json").exists()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("alref-decode", "alref-work"))]

@@ -10,7 +10,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from agent_script import Script
+from agent_script import Script, clip_start
 from langgraph.checkpoint.sqlite import SqliteSaver
 from scripted_llm import ScriptedChatModel
 
@@ -139,3 +139,112 @@ def test_an_interrupted_selection_resumes_through_the_checkpointer_alone(workspa
     again = select_pivots(REFS, CLIPS, detections(), ctx.settings, ctx, checkpointer=saver, thread_id="t")
     assert again == results and sum(third.steps.values()) == 0  # a finished thread is read, not rerun
     conn.close()
+
+
+# --- inputs that arrive while the graph runs (alref.agent.feed) ---------------------------------------
+
+
+def _fed_context(tmp_path, model, **settings):
+    """A context whose workspace has no sampled frame yet and whose feed has nothing: the producer
+    (this test) adds them while the graph runs."""
+    from dataclasses import replace
+
+    from alref.agent.feed import InputFeed
+
+    ctx = context(Workspace(tmp_path / "fed"), model, **settings)
+    return replace(ctx, feed=InputFeed())
+
+
+def _produce(ctx, workspace_from, order, boxes=True):
+    """Add the sampled frames and (``boxes``) detections clip by clip, in ``order`` of clips."""
+    found = detections()
+    for clip in order:
+        frames = CLIPS[clip]["samples"]
+        for f in frames:
+            ctx.workspace.sample(f).parent.mkdir(parents=True, exist_ok=True)
+            ctx.workspace.sample(f).write_bytes(workspace_from.sample(f).read_bytes())
+        ctx.feed.add_samples(frames)
+        for ref_id, per in found.items() if boxes else ():
+            ctx.feed.add_detections(ref_id, {f: per[f] for f in frames})
+
+
+def test_a_graph_fed_while_it_runs_decides_as_with_its_input(workspace, tmp_path):
+    """No detections in the input: each branch waits for its own clip's frames and boxes from the
+    feed, and the decisions are those of the graph given everything at the start."""
+    import threading
+
+    given = Script(choose_box=json.dumps({"reasoning": "the second", "box": 2}))
+    ctx = context(workspace, given.model())
+    expected = select_pivots(REFS, CLIPS, detections(), ctx.settings, ctx)
+
+    first_clip_asked = threading.Event()
+
+    def script(messages):
+        if clip_start(messages) == 0:
+            first_clip_asked.set()
+        return fed_script(messages)
+
+    fed_script = Script(choose_box=json.dumps({"reasoning": "the second", "box": 2}))
+    fed = _fed_context(tmp_path, ScriptedChatModel([script] * 200))
+    out = {}
+    selecting = threading.Thread(
+        target=lambda: out.update(r=select_pivots(REFS, CLIPS, None, fed.settings, fed))
+    )
+    selecting.start()
+    _produce(fed, workspace, [0])
+    assert first_clip_asked.wait(60)  # the first clip is reasoned about before the others have arrived
+    _produce(fed, workspace, [1, 2])
+    selecting.join(60)
+    assert out["r"] == expected
+
+
+def test_a_feed_closed_early_ends_the_graph_with_its_reason(tmp_path):
+    from alref.agent.feed import FeedClosed
+
+    ctx = _fed_context(tmp_path, Script().model())
+    ctx.feed.close(OSError("the disk is full"))
+    with pytest.raises(FeedClosed, match="OSError: the disk is full"):
+        select_pivots(REFS, CLIPS, None, ctx.settings, ctx)
+
+
+def test_without_detections_the_agent_needs_a_feed(workspace):
+    ctx = context(workspace, Script().model())
+    with pytest.raises(ValueError, match="needs ctx.feed"):
+        select_pivots(REFS, CLIPS, None, ctx.settings, ctx)
+    with pytest.raises(ValueError, match="needs ctx.feed"):
+        select_pivots(REFS, CLIPS, None, ctx.settings, None)
+
+
+def test_once_the_producer_fails_no_node_starts_and_nothing_more_is_asked(workspace, tmp_path):
+    """The feed is closed with the producer's error during the first LLM call: the nodes already
+    running finish their call, no later node (choose_frame, …) starts, and the graph ends."""
+    from alref.agent.feed import FeedClosed
+
+    script = Script()
+
+    def answer(messages):
+        fed.feed.close(OSError("the detector crashed"))
+        return script(messages)
+
+    fed = _fed_context(tmp_path, ScriptedChatModel([answer] * 200))
+    _produce(fed, workspace, [0, 1, 2], boxes=False)  # the frames are there, the boxes never come
+    with pytest.raises(FeedClosed, match="OSError: the detector crashed"):
+        select_pivots(REFS, CLIPS, None, fed.settings, fed)
+    assert set(script.steps) <= {"describe_event", "syntax_analysis"}
+
+
+def test_a_feed_ended_without_an_error_lets_nodes_run_and_says_what_never_came():
+    from alref.agent.feed import FeedClosed, InputFeed
+
+    feed = InputFeed()
+    feed.add_samples([0, 2])
+    feed.add_detections(1, {0: detections()[1][0]})
+    feed.close()
+    feed.check()  # a producer that ended well stops no node
+    feed.wait_samples([0, 2])
+    assert feed.detections(1, [0]) == {"0": [dict(box=list(d.box), score=d.score, phrase=d.phrase)
+                                             for d in detections()[1][0]]}  # fmt: skip
+    with pytest.raises(FeedClosed, match=r"sampled frames \[4\] never arrived \(the input ended\)"):
+        feed.wait_samples([2, 4])
+    with pytest.raises(FeedClosed, match="the detections of reference 2 never arrived"):
+        feed.detections(2, [0])

@@ -180,3 +180,38 @@ def test_overlay_needs_with_block(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="with"):
         writer.add(np.zeros((8, 8, 3), np.uint8))
     assert writers.OverlayWriter is OverlayWriter
+
+
+def _dense_tint(frame, masks, alpha=0.5):
+    """The tint over the whole frame in float32 (what render_overlay computed before it tinted only
+    the masks' bounding rectangle), without the outlines."""
+    image = frame.astype(np.float32)
+    for obj_id, mask in masks.items():
+        m = mask > 0
+        image[m] = image[m] * (1 - alpha) + np.array(colour_for(obj_id - 1)[1], np.float32) * alpha
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["none", "noise", "rectangles", "whole"])
+def test_the_overlay_tint_is_the_whole_frame_tint(kind):
+    """Tinting only the masks' bounding rectangle gives the pixels of tinting the whole frame
+    (overlapping masks included); the outlines are drawn the same way on both."""
+    import cv2
+
+    rng = np.random.default_rng(len(kind))
+    frame = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    masks = {}
+    for obj in (1, 2, 3):
+        m = np.zeros((60, 80), np.uint8)
+        if kind == "noise":
+            m = (rng.random((60, 80)) > 0.7).astype(np.uint8)
+        elif kind == "rectangles":
+            m[5 * obj : 30 + 5 * obj, 10 * obj : 40 + 5 * obj] = 1
+        elif kind == "whole":
+            m[:] = 1
+        masks[obj] = m
+    expected = _dense_tint(frame, masks)
+    for obj, m in masks.items():
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(expected, contours, -1, colour_for(obj - 1)[1], writers.default_thickness(80, 60))
+    assert np.array_equal(writers.render_overlay(frame, masks), expected)

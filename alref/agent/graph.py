@@ -57,10 +57,13 @@ def _summary(update: dict[str, Any]) -> dict[str, Any]:
 
 
 def traced(name: str, node: Node) -> Node:
-    """Wrap a node so the trace records its start and end with a summary of what it decided."""
+    """Wrap a node so the trace records its start and end with a summary of what it decided (and so
+    that no node starts once the context's feed says the run cannot finish)."""
 
     def run(state: Any, runtime: Runtime[AgentContext]) -> dict[str, Any]:
         ctx = runtime.context
+        if ctx.feed is not None:  # the inputs' producer failed or the run was interrupted: stop here
+            ctx.feed.check()
         where = {"ref": state.get("ref_id"), "clip": (state.get("clip") or {}).get("index")}
         ctx.tracer.node_start(name, **where)
         started = time.perf_counter()
@@ -112,19 +115,21 @@ def build_clip_graph():
 
 
 def fan_out(state: PivotState) -> list[Send]:
-    """One branch per (reference, clip), each with its reference's boxes on the clip's sampled frames."""
+    """One branch per (reference, clip), each with its reference's boxes on the clip's sampled frames
+    when the input has them (else the branch takes them from the context's feed as they arrive)."""
     branches = []
     for ref in state["references"]:
-        found = state["detections"][str(ref["id"])]
+        found = state["detections"][str(ref["id"])] if state.get("detections") is not None else None
         for clip in state["clips"]:
             branch: ClipState = {
                 "ref_id": ref["id"],
                 "reference": ref["text"],
                 "clip": clip,
-                "detections": {str(f): found.get(str(f), []) for f in clip["samples"]},
                 "max_attempts": state["max_attempts"],
                 "hint_frame": ref.get("hint_frame"),
             }
+            if found is not None:
+                branch["detections"] = {str(f): found.get(str(f), []) for f in clip["samples"]}
             branches.append(Send("clip", branch))
     return branches
 

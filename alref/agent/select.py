@@ -24,7 +24,7 @@ NO_BOX = "no candidate box in any sampled frame of any clip"
 def select_pivots(
     references: Sequence[Reference],
     clips: Sequence[Clip],
-    detections: Mapping[int, Detections],
+    detections: Mapping[int, Detections] | None,
     settings: Settings,
     ctx: AgentContext | None = None,
     *,
@@ -34,7 +34,10 @@ def select_pivots(
     tracer: Tracer | None = None,
 ) -> list[ReferenceDecision]:
     """Every reference's decision in every clip. ``ctx`` None: the baseline. ``on_clip`` is called
-    once per (reference, clip) decided, for progress."""
+    once per (reference, clip) decided, for progress. ``detections`` None: they arrive while the
+    graph runs, through ``ctx.feed`` (the agent only)."""
+    if detections is None and (ctx is None or ctx.feed is None):
+        raise ValueError("select_pivots: without detections the agent needs ctx.feed to bring them")
     if ctx is None:
         return _baseline(references, clips, detections, settings, tracer or NullTracer(), on_clip)
     from alref.agent.graph import build_graph
@@ -49,9 +52,12 @@ def select_pivots(
     inputs: dict[str, Any] | None = {
         "references": [dict(r) for r in references],
         "clips": [dict(c) for c in clips],
-        "detections": {str(r["id"]): detections_to_state(detections[r["id"]], sampled) for r in references},
         "max_attempts": 1 + settings.llm_retries,
     }
+    if detections is not None:
+        inputs["detections"] = {
+            str(r["id"]): detections_to_state(detections[r["id"]], sampled) for r in references
+        }
     if checkpointer is not None:
         snapshot = graph.get_state(config)
         done = len(snapshot.values.get("decisions", []))

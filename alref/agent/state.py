@@ -25,7 +25,7 @@ class ClipState(TypedDict, total=False):
     ref_id: int
     reference: str
     clip: Clip
-    detections: StateDetections  # this reference's boxes on the clip's sampled frames
+    detections: StateDetections  # this reference's boxes on the clip's sampled frames (absent: the feed's)
     max_attempts: int  # 1 + --llm-retries
     hint_frame: int | None  # a frame where the referent is easy to see (LBRU), absolute index
     conversation: list[Message]
@@ -65,7 +65,8 @@ class ClipOutput(TypedDict):
 
 
 class PivotInput(TypedDict, total=False):
-    """What the pivot selection decides about: every reference in every clip, with the detections."""
+    """What the pivot selection decides about: every reference in every clip, with the detections
+    (absent when they arrive while it runs, through the context's :class:`~alref.agent.feed.InputFeed`)."""
 
     references: list[Reference]
     clips: list[Clip]

@@ -235,18 +235,38 @@ def render_overlay(
     alpha: float = 0.5,
 ) -> np.ndarray:
     """One RGB frame with each object's mask tinted (and outlined) in ``colour_for(id - 1)`` and
-    the (xyxy, label) boxes drawn, box i in ``colour_for(i)``. Used by overlay.mp4 and previews."""
-    image = frame.astype(np.float32)
-    outlines = []
+    the (xyxy, label) boxes drawn, box i in ``colour_for(i)``. Used by overlay.mp4 and previews.
+
+    The tint is computed in float32 over the masks' bounding rectangle only (the rest of the frame
+    is copied as it is), so its cost follows the objects' size, not the frame's; the pixels are
+    those of tinting the whole frame (tested)."""
+    binary = []
     for obj_id, mask in (masks or {}).items():
         m = np.asarray(mask) > 0
         if m.shape != frame.shape[:2]:
             raise ValueError(f"mask of object {obj_id} is {m.shape}, the frame is {frame.shape[:2]}")
-        rgb = np.array(colour_for(obj_id - 1)[1], np.float32)
-        image[m] = image[m] * (1 - alpha) + rgb * alpha
+        binary.append((obj_id, m))
+    out = np.array(frame, dtype=np.uint8, copy=True)
+    outlines = []
+    union = np.logical_or.reduce([m for _, m in binary]) if binary else None
+    if union is not None and union.any():
+        rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+        crop = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        image = out[crop].astype(np.float32)
+        blend = np.empty_like(image)
+        for obj_id, m in binary:  # a dense blend and a masked copy, in place: a scattered mask costs
+            # what a solid one does; the colour as a whole row and the mask per channel, since numpy
+            # is slow on a broadcast axis of 3
+            row = np.tile(np.array(colour_for(obj_id - 1)[1], np.float32) * alpha, (image.shape[1], 1))
+            np.multiply(image, 1 - alpha, out=blend)
+            blend += row
+            np.copyto(image, blend, where=np.repeat(m[crop][..., None], 3, axis=2))
+        image += 0.5
+        np.clip(image, 0, 255, out=image)
+        out[crop] = image  # cast to uint8 as astype does (truncation)
+    for obj_id, m in binary:
         contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         outlines.append((contours, colour_for(obj_id - 1)[1]))
-    out = np.clip(image + 0.5, 0, 255).astype(np.uint8)
     thickness = default_thickness(frame.shape[1], frame.shape[0])
     for contours, rgb in outlines:
         cv2.drawContours(out, contours, -1, rgb, thickness)

@@ -6,9 +6,12 @@ resized to SAM 2's square input, into a uint8 memmap in ``<out>/work/`` (side² 
 2.6 MiB at 720p, ``samples`` per clip). Masks are written as they are propagated and kept as RLE.
 
 With ``settings.overlap`` (the default) the stages overlap where their data allow: a thread decodes
-while the detector runs on each batch of sampled frames as soon as it is decoded, and the mask PNGs
-are written by a writer thread behind a bounded queue (``MaskSink``, 16 frames) while SAM 2
-propagates. The outputs are the same bytes as with ``overlap=False`` (one stage after another).
+while the detector runs on each batch of sampled frames as soon as it is decoded; the GPT-PS agent
+reasons about a clip as soon as its sampled frames are saved and takes its boxes as soon as their
+batch is detected (an :class:`~alref.agent.feed.InputFeed`); the mask PNGs are written by a writer
+thread behind a bounded queue (``MaskSink``, 16 frames) while SAM 2 propagates, and overlay.mp4 is
+encoded as the masks come. The outputs are the same as with ``overlap=False`` (one stage after
+another): the same masks and decisions.
 
 A rerun with the same input, references, settings and models returns the finished result without
 recomputing (``force=True`` recomputes); an interrupted run reuses the decoded frames and the
@@ -19,13 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from alref.agent.checkpoint import sqlite_saver
 from alref.agent.context import AgentContext
+from alref.agent.feed import InputFeed
 from alref.agent.llm import LLMClient
 from alref.agent.select import select_pivots
 from alref.config import Settings
@@ -48,8 +54,15 @@ from alref.pipeline.report import (
     llm_label,
     mode_label,
 )
-from alref.pipeline.stages import decode, decode_and_detect, detect, propagate_all, remove_frame_store
-from alref.progress import Reporter
+from alref.pipeline.stages import (
+    Cancelled,
+    decode,
+    decode_and_detect,
+    detect,
+    propagate_all,
+    remove_frame_store,
+)
+from alref.progress import Relay, Reporter
 from alref.tools.registry import Models, resolve_models
 from alref.trace.record import Tracer
 
@@ -165,10 +178,16 @@ def segment_video(
 
     video_digest = digest(video_key(Path(video_path)))
     plan = None
-    if settings.overlap and audio is None:  # detection while decoding; the agent's images saved as they come
-        on_sample = (lambda i, frame: save_samples({i: frame}, workspace.sample)) if ctx is not None else None
+    results = None
+    # the agent reasons while decoding and detection go on; without an agent, detection while decoding
+    if settings.overlap and audio is None and ctx is not None:
+        refs = [Reference(id=i, text=text, hint_frame=None) for i, text in enumerate(references, start=1)]
+        store, detections, results = _decode_detect_and_select(video, segmenter, sampled, clips, refs, workspace, reporter,
+                                                               video_digest, detector, settings, models, run_key, ctx,
+                                                               tracer, timer)  # fmt: skip
+    elif settings.overlap and audio is None:
         store, detections = decode_and_detect(video, segmenter, sampled, workspace, reporter, video_digest, detector,
-                                              references, settings, models, run_key, on_sample, timer)  # fmt: skip
+                                              references, settings, models, run_key, None, timer)  # fmt: skip
     else:
         store, detections, plan = _decode_then_detect(video, video_path, segmenter, sampled, workspace, reporter,
                                                       video_digest, detector, references, settings, models, run_key,
@@ -178,14 +197,15 @@ def segment_video(
 
     hints = plan.hints if plan else {}
     refs = [Reference(id=i, text=text, hint_frame=hints.get(i)) for i, text in enumerate(references, start=1)]
-    t = time.perf_counter()
-    results = []
-    if refs:
-        with reporter.stage("reasoning" if ctx else "selection", len(refs) * len(clips)) as stage:
-            results = _select(
-                refs, clips, detections, settings, ctx, workspace, run_key, tracer, stage.advance
-            )
-    timer.add("selection", t)
+    if results is None:
+        t = time.perf_counter()
+        results = []
+        if refs:
+            with reporter.stage("reasoning" if ctx else "selection", len(refs) * len(clips)) as stage:
+                results = _select(
+                    refs, clips, detections, settings, ctx, workspace, run_key, tracer, stage.advance
+                )
+        timer.add("selection", t)
 
     objects = {r["id"]: r["text"] for r in refs}
     palette = {c["id"]: c["palette_index"] for c in plan.categories} if plan else None
@@ -250,6 +270,58 @@ def _decode_then_detect(video, video_path, segmenter, sampled, workspace, report
     if ctx is not None:
         save_samples(sampled_frames, workspace.sample)
     return store, detections, plan
+
+
+def _decode_detect_and_select(video, segmenter, sampled, clips, refs, workspace: Workspace, reporter: Reporter,
+                              video_digest, detector, settings: Settings, models, run_key, ctx: AgentContext,
+                              tracer, timer):  # fmt: skip
+    """``decode_and_detect`` and the agent's selection at once (``overlap``, a sentence reference):
+    a clip's branch starts as soon as its sampled frames are saved, and takes its boxes when their
+    batch is detected, through an :class:`InputFeed`; the detections and so the decisions are the
+    serial path's. Both run on threads, their progress drawn here by a :class:`Relay`. Returns
+    (store, detections, decisions)."""
+    feed = InputFeed()
+    cancel = threading.Event()
+    relay = Relay(reporter)
+    timed: dict[str, float] = {}
+
+    def on_sample(index, frame) -> None:
+        save_samples({index: frame}, workspace.sample)
+        feed.add_samples([index])
+
+    def produce():
+        try:
+            return decode_and_detect(video, segmenter, sampled, workspace, relay, video_digest, detector,
+                                     [r["text"] for r in refs], settings, models, run_key, on_sample, timer,
+                                     feed.add_detections, cancel)  # fmt: skip
+        except Cancelled:
+            return None  # the selection failed; its error is the one raised
+        except BaseException as error:
+            feed.close(error)  # the waiting branches end with it; this error is the one raised
+            raise
+        finally:
+            feed.close()
+
+    def choose():
+        started = time.perf_counter()
+        try:
+            with relay.stage("reasoning", len(refs) * len(clips)) as stage:
+                return _select(refs, clips, None, settings, replace(ctx, feed=feed), workspace, run_key, tracer,
+                               stage.advance)  # fmt: skip
+        except BaseException:
+            cancel.set()
+            raise
+        finally:
+            timed["selection"] = round(time.perf_counter() - started, 3)
+
+    def interrupted() -> None:  # Ctrl-C: the decoding stops, and so does the graph at its next node
+        cancel.set()
+        feed.close(KeyboardInterrupt("interrupted"))
+
+    decoded, results = relay.run(produce, choose, cancel=interrupted)
+    timer.times["selection"] = timed["selection"]
+    store, detections = decoded
+    return store, detections, results
 
 
 def _finish(result, workspace: Workspace, tracer, timer, reporter: Reporter, settings: Settings, out: Path):

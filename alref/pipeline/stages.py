@@ -42,12 +42,15 @@ def _open_store(video: Video, segmenter, workspace: Workspace, video_digest: str
     return store, resumed, lambda: done_marker.write_text(json.dumps(marker))
 
 
-def _decode_into(video, segmenter, store, resumed, mark_done, sampled, on_sample, advance, stop=None) -> None:
+def _decode_into(
+    video, segmenter, store, resumed, mark_done, sampled, on_sample, advance, stopped=None
+) -> None:
     """The one decoding pass: every frame into ``store`` (or, ``resumed``, only the sampled frames
-    are read), ``on_sample(index, frame)`` for each sampled frame, in increasing order."""
+    are read), ``on_sample(index, frame)`` for each sampled frame, in increasing order; it ends
+    early, leaving the store unfinished, once ``stopped()`` is true."""
     wanted = set(sampled)
     for index, frame in video.iter_frames(sampled if resumed else None):
-        if stop is not None and stop.is_set():
+        if stopped is not None and stopped():
             return
         if not resumed:
             store[index] = segmenter.prepare_frame(frame)
@@ -157,6 +160,10 @@ def detect(
 _DONE = object()
 
 
+class Cancelled(Exception):
+    """``decode_and_detect`` was asked to stop by another thread (the agent's selection failed)."""
+
+
 def decode_and_detect(
     video: Video,
     segmenter: Sam2VideoSegmenter,
@@ -171,20 +178,32 @@ def decode_and_detect(
     run_key: str,
     on_sample=None,
     timer=None,
+    on_detected=None,
+    cancel=None,
 ):
     """``decode`` and ``detect`` at once: a thread decodes (into the frame store) while this one
     runs the detector on each batch of sampled frames as soon as the batch is decoded. The batches
     are the serial path's (``detect_batch`` consecutive sampled frames), so the detections are the
     same. ``on_sample(index, frame)`` runs here for each sampled frame (e.g. saving the agent's
-    images); a sampled frame is dropped once its batch is detected. Returns (store, detections)."""
+    images); a sampled frame is dropped once its batch is detected. ``on_detected(ref_id, found)``
+    runs here with each reference's detections ``{frame: [Detection]}`` as each batch is done (all
+    at once when an interrupted run had saved them). ``cancel`` (a ``threading.Event``) set by
+    another thread stops the work: :class:`Cancelled` is raised. Returns (store, detections)."""
     import queue
     import threading
     import time
 
     store, resumed, mark_done = _open_store(video, segmenter, workspace, video_digest)
     detections = saved_detections(references, sampled, settings, models, workspace, run_key)
+    if detections is not None and on_detected is not None:
+        for ref_id, found in detections.items():
+            on_detected(ref_id, found)
     samples: queue.SimpleQueue = queue.SimpleQueue()  # at most the sampled frames, as the serial path keeps
-    stop = threading.Event()
+    stop = threading.Event()  # set when this call ends, so the decoding thread ends with it
+
+    def stopped() -> bool:
+        return stop.is_set() or (cancel is not None and cancel.is_set())
+
     decode_s = [0.0]
     decoded = [0, 0]  # frames decoded (counted by the decode thread), frames shown (by this thread)
     shown: list[Any] = [None]  # the decode stage, while it is open
@@ -204,7 +223,7 @@ def decode_and_detect(
         started = time.perf_counter()
         try:
             _decode_into(video, segmenter, store, resumed, mark_done, sampled,
-                         lambda i, f: samples.put((i, f)), count, stop)  # fmt: skip
+                         lambda i, f: samples.put((i, f)), count, stopped)  # fmt: skip
             samples.put(_DONE)
         except BaseException as error:  # raised again in this thread
             samples.put(error)
@@ -228,7 +247,7 @@ def decode_and_detect(
             show()
             if on_sample is not None:
                 on_sample(index, frame)
-            pending.append(frame)
+            pending.append((index, frame))
             if len(pending) == batch_size:
                 yield pending
                 pending = []
@@ -237,11 +256,16 @@ def decode_and_detect(
 
     def run(batch, advance=None) -> None:
         nonlocal detect_s
+        if stopped():
+            raise Cancelled("the decoding and detection were cancelled")
         if detections is not None:  # saved by an interrupted run: only the agent's images are wanted
             return
         t = time.perf_counter()
-        for found, out in zip(_detect_batch(detector, references, settings, batch), per_ref, strict=True):
+        found_batch = _detect_batch(detector, references, settings, [frame for _, frame in batch])
+        for ref_id, (found, out) in enumerate(zip(found_batch, per_ref, strict=True), start=1):
             out += found
+            if on_detected is not None:
+                on_detected(ref_id, {index: dets for (index, _), dets in zip(batch, found, strict=True)})
         detect_s += time.perf_counter() - t
         if advance is not None:
             advance(len(batch) * len(references))
@@ -266,6 +290,8 @@ def decode_and_detect(
             with reporter.stage("detection", sum(len(b) for b in rest) * len(references)) as stage:
                 for batch in rest:
                     run(batch, stage.advance)
+        if stopped():  # cancelled after the last batch: the decoding may have stopped short
+            raise Cancelled("the decoding and detection were cancelled")
     finally:
         stop.set()
         if thread is not None:

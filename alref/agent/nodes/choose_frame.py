@@ -59,7 +59,10 @@ def choose_frame_fallback(state: ClipState, runtime: Runtime[AgentContext]) -> d
     """No usable answer: take the sampled frame with the highest detection score (the baseline)."""
     ctx = runtime.context
     why = conv.fallback_reason(state, "frame_attempts", "frame_error")
-    ranked = samples_by_score(state["clip"], detections_from_state(state["detections"]))
+    clip = state["clip"]
+    ranked = samples_by_score(
+        clip, detections_from_state(ctx.detections(state.get("detections"), state["ref_id"], clip["samples"]))
+    )
     frame = ranked[0] if ranked else None
     ctx.tracer.event("fallback", step="choose_frame", **conv.trace_context(state), reason=why, frame=frame)
     return {

@@ -40,8 +40,15 @@ def decide_references(state: PivotState, runtime: Runtime[AgentContext]) -> dict
     by_ref: dict[int, list[ClipDecision]] = {r["id"]: [] for r in state["references"]}
     for decision in state.get("decisions", []):
         by_ref[decision["ref_id"]].append(decision)
+    given = state.get("detections")
+
+    def found(ref_id: int):  # the input's detections, else the feed's (all arrived by now)
+        if given is not None:
+            return given[str(ref_id)]
+        return ctx.detections(None, ref_id, sorted({f for c in state["clips"] for f in c["samples"]}))
+
     results = [
-        decide_reference(ctx, r["id"], r["text"], by_ref[r["id"]], state["detections"][str(r["id"])])
+        decide_reference(ctx, r["id"], r["text"], by_ref[r["id"]], found(r["id"]))
         for r in state["references"]
     ]
     summary = {str(r["id"]): {"valid_clips": sum(d["valid"] for d in r["clips"]), "not_found": r["not_found"]}

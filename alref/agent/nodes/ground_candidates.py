@@ -21,7 +21,7 @@ from alref.media.writers import write_jpeg
 def ground_candidates(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     ctx = runtime.context
     c = state["clip"]
-    detections = detections_from_state(state["detections"])
+    detections = detections_from_state(ctx.detections(state.get("detections"), state["ref_id"], c["samples"]))
     frame = state.get("frame")
     note = None
     if frame is None or not detections.get(frame):
