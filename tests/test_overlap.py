@@ -228,10 +228,31 @@ def _decoded(path: Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
 
 
-@pytest.mark.parametrize("start", [0, 11])
-def test_the_overlay_stream_is_the_overlay_in_propagation_order(shapes_mp4, tmp_path, start):
+def test_the_frames_before_the_start_are_encoded_in_chunks_halving_towards_frame_0():
+    from alref.media.masks import backward_chunks
+
+    assert backward_chunks(100, 16) == [range(50, 100), range(25, 50), range(0, 25)]
+    assert backward_chunks(11, 16) == [range(0, 11)]
+    chunks = backward_chunks(5000, 16)
+    assert sorted(f for c in chunks for f in c) == list(range(5000))  # every frame once
+    assert len(chunks[-1]) < 2 * 16  # what is left once SAM 2 reaches frame 0
+    assert sum(c.stop for c in chunks) < 2 * 5000  # each chunk decodes the video from its start
+
+
+@pytest.mark.parametrize(("start", "min_chunk"), [(0, 16), (11, 16), (20, 4)])
+def test_the_overlay_stream_is_the_overlay_in_propagation_order(
+    shapes_mp4, tmp_path, start, min_chunk, monkeypatch
+):
+    from alref.media import masks as masks_module
     from alref.media.masks import OverlayStream, write_overlay
     from alref.media.video import open_video
+
+    joined = []
+    concat = masks_module.concat_videos
+    monkeypatch.setattr(
+        masks_module, "concat_videos", lambda parts, path: joined.append(len(parts)) or concat(parts, path)
+    )
+    monkeypatch.setattr(OverlayStream, "MIN_CHUNK", min_chunk)
 
     video = open_video(shapes_mp4)
     n, h, w = video.info.num_frames, video.info.height, video.info.width
@@ -252,6 +273,8 @@ def test_the_overlay_stream_is_the_overlay_in_propagation_order(shapes_mp4, tmp_
     # the same frames; only the encoder's keyframe placement differs (lossy codec: compare loosely)
     assert np.abs(streamed.astype(int) - serial.astype(int)).mean() < 2.0
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["masks", "overlay.mp4"]  # no parts left
+    # part A, and frames 0 .. start in chunks: 21 frames with chunks of at least 4 -> [10, 21), [5, 10), [0, 5)
+    assert joined == {0: [], 11: [2], 20: [4]}[start]
 
 
 def test_an_interrupted_overlay_stream_leaves_no_file(shapes_mp4, tmp_path):

@@ -203,11 +203,17 @@ class OverlayStream:
 
     A video is encoded in index order, but SAM 2 delivers start+1 .. last first and start .. 0 last.
     So the thread encodes, as their masks arrive, the frames from the first one delivered to the
-    end (part A, while the propagation goes on), then frames 0 .. first-1 (part B, once frame 0 is
-    in), and joins B + A without re-encoding (``concat_videos``; encoded again in one pass if that is
-    refused). It holds one decoded frame at a time; the masks are the sink's RLE. The frames are
-    those of ``write_overlay`` (same pixels, same boxes); the file differs from its bytes only in
-    where the encoder put a keyframe (at the start of part A)."""
+    end (part A, while the forward propagation goes on), then frames 0 .. first-1 (part B) in
+    chunks from the top down, each as soon as its lowest frame is in, while the backward
+    propagation goes on: chunk boundaries halve towards frame 0 (first/2, first/4, …, down to
+    ``MIN_CHUNK`` frames), so what is left to encode once SAM 2 has finished is the last chunk
+    (under 2 × ``MIN_CHUNK`` frames), and the chunks decode the video from its start at most about
+    twice over. The parts are joined without re-encoding (``concat_videos``; encoded again in one
+    pass if that is refused). It holds one decoded frame at a time; the masks are the sink's RLE.
+    The frames are those of ``write_overlay`` (same pixels, same boxes); the file differs from its
+    bytes only in where the encoder put keyframes (at the start of each part)."""
+
+    MIN_CHUNK = 16
 
     def __init__(self, path: Path, video: Video, sink: MaskSink,
                  pivot_boxes: Mapping[int, Sequence[tuple[Sequence[float], str]]]) -> None:  # fmt: skip
@@ -218,7 +224,7 @@ class OverlayStream:
         self._closing = self._abort = False
         self._error: BaseException | None = None
         self.encoded = 0
-        self._parts = [self.path.with_name(f".{self.path.stem}.{p}{self.path.suffix}") for p in ("a", "b")]
+        self._parts: list[Path] = []  # the parts written so far, removed on leaving
         self._thread = threading.Thread(target=self._run, name="alref-overlay", daemon=True)
 
     def __enter__(self) -> OverlayStream:
@@ -271,6 +277,12 @@ class OverlayStream:
                 self._cond.wait()
             return not self._abort
 
+    def _part(self, name: str) -> Path:
+        path = self.path.with_name(f".{self.path.stem}.{name}{self.path.suffix}")
+        if path not in self._parts:
+            self._parts.append(path)
+        return path
+
     def _encode(self, path: Path, frames: range) -> bool:
         info = self.video.info
         # one encoder thread: this runs beside SAM 2, which has the cores
@@ -293,18 +305,30 @@ class OverlayStream:
                 if self._abort:
                     return
                 split = self._order[0]  # the first frame delivered: in order from here to the end
-            part_a, part_b = self._parts
             if split == 0:
                 self._encode(self.path, range(n))
                 return
-            self._encode(part_a, range(split, n))
-            self._encode(part_b, range(split))
-            if not concat_videos([part_b, part_a], self.path):  # pragma: no cover - same settings, same SPS
+            self._encode(self._part("a"), range(split, n))
+            chunks = backward_chunks(split, self.MIN_CHUNK)
+            for i, frames in enumerate(chunks):  # from the top: the order their frames complete in
+                self._encode(self._part(f"b{i}"), frames)
+            parts = [self._part(f"b{i}") for i in reversed(range(len(chunks)))] + [self._part("a")]
+            if not concat_videos(parts, self.path):  # pragma: no cover - same settings, same SPS
                 write_overlay(self.path, self.video, self.sink, self.boxes)
         except _Aborted:
             pass
         except BaseException as error:  # raised again by finish()
             self._error = error
+
+
+def backward_chunks(first: int, min_chunk: int) -> list[range]:
+    """Frames 0 .. first-1 as ranges from the top down, boundaries halving towards 0 while a chunk
+    keeps at least ``min_chunk`` frames: 100, 16 -> [50, 100), [25, 50), [0, 25)."""
+    chunks, top = [], first
+    while top // 2 >= min_chunk:
+        chunks.append(range(top // 2, top))
+        top //= 2
+    return chunks + [range(0, top)]
 
 
 class _Aborted(Exception):
