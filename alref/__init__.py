@@ -11,6 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alref import threads as _threads
+
+_threads.prepare()  # OMP_WAIT_POLICY before anything loads torch: every entry point imports alref first
+
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:

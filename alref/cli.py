@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from alref.config import LLM, MODELS, SOUND, load_settings
+from alref.config import LLM, MODELS, OUTPUTS, SOUND, load_settings
 from alref.errors import AlrefError
 from alref.eval.cli import eval_app
 from alref.options import (
@@ -35,16 +35,21 @@ from alref.options import (
     SettingsCommand,
     settings_options,
 )
+from alref.terminal import AlrefCommand, AlrefGroup
 from alref.tools.cli import tools_list
 from alref.trace.cli import trace_app
 
 app = typer.Typer(
     help="Segment the object a sentence refers to, across a whole video, with no training.",
+    cls=AlrefGroup,
+    rich_markup_mode=None,  # click's plain help: it wraps at any width and shows [brackets] as written
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-models_app = typer.Typer(help="List and download the models alref uses.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="List and download the models alref uses.", no_args_is_help=True, cls=AlrefGroup
+)
 app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
 
@@ -53,8 +58,24 @@ out_console = Console(soft_wrap=True, emoji=False)
 err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("alref")
+        except PackageNotFoundError:  # a source tree that is not installed
+            from alref import __version__ as number
+        sys.stdout.write(f"alref {number}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_show_version, help="print the version and exit"),
+    ] = False,
     debug: Annotated[
         bool, typer.Option("--debug", help="show tracebacks instead of one-line errors")
     ] = False,
@@ -100,7 +121,12 @@ def segment(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="recompute even if the output folder holds this result")
+        bool,
+        typer.Option(
+            "--force",
+            help="recompute even if the output folder holds this result; the LLM's cached answers are reused "
+            "(add --no-cache to ask it again)",
+        ),
     ] = False,
     as_json: Annotated[
         bool,
@@ -124,6 +150,8 @@ def segment(
 ) -> None:
     """Segment the referred object in every frame and write masks, masks.json, overlay.mp4, result.json
     (with --manifest: for every video of the file, one folder each)."""
+    from alref.agent.questions import QuestionPending
+    from alref.app.ask_terminal import ask_on_terminal
     from alref.errors import InputError
     from alref.pipeline.audio import AudioRequest
     from alref.pipeline.run import segment_video
@@ -157,9 +185,15 @@ def segment(
         )
     settings = load_settings(**given)
     out_dir = out if out is not None else Path("alref-out") / Path(video).stem
-    result = segment_video(
-        video, references, out_dir, settings, RichReporter(err_console), force=force, audio=request
-    )
+    answers: dict[str, Any] = {}
+    while True:  # --ask: a question stops the run; its answer resumes it from the checkpoint
+        try:
+            result = segment_video(video, references, out_dir, settings, RichReporter(err_console), force=force,
+                                   audio=request, answers=answers or None)  # fmt: skip
+            break
+        except QuestionPending as pending:
+            answers |= ask_on_terminal(pending, err_console)
+            force = False  # the answers continue this run: never start it over
     if as_json:
         _print_json(result)
         return
@@ -167,7 +201,7 @@ def segment(
 
 
 def _segment_manifest(manifest, out, force, as_json, ray, ray_address, cpus, workers, given) -> None:
-    from alref.pipeline.batch import batch_executor
+    from alref.pipeline.cluster import batch_executor
     from alref.pipeline.manifest import incomplete_error, run_manifest
 
     settings = load_settings(**given)
@@ -237,17 +271,22 @@ def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
         out_console.print(f"[yellow]{result['smoke_note']}[/]")
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in result["timings_s"].items())
     out_console.print(
-        f"outputs in {escape(str(out_dir))}/ (masks/, masks.json, result.json{', overlay.mp4' if result['outputs']['overlay'] else ''})"
+        f"outputs in {escape(str(out_dir))}/ (masks/, masks.json, result.json{', overlay.mp4' if result['outputs']['overlay'] else ''})",
+        soft_wrap=False,  # wrapped at words, at the terminal's width
     )
-    out_console.print(f"timings: {timings}")
+    out_console.print(f"timings: {timings}", soft_wrap=False)
 
 
 # ---------------------------------------------------------------------------------------------
 # chat
 
 
+#: a chat always needs its LLM; of the outputs only --keep-work (the decoded frames) applies to it
+CHAT_EXCLUDE = ("no_llm", "overlay", "overlap")
+
+
 @app.command(cls=SettingsCommand)
-@settings_options(MODELS, LLM, SOUND, exclude=("no_llm",))  # a chat always needs its LLM
+@settings_options(MODELS, LLM, SOUND, OUTPUTS, exclude=CHAT_EXCLUDE)
 def chat(
     video: Annotated[
         str | None, typer.Argument(help="the video to talk about (not needed with --resume)")
@@ -261,11 +300,22 @@ def chat(
             help="a turn to run without prompting (repeat); else stdin lines, else interactive",
         ),
     ] = None,
-    resume: Annotated[str | None, typer.Option(help="continue a saved conversation by its thread id")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="continue a saved conversation by its thread id, with its own settings (model profile, LLM "
+            "model and base URL; flags given here win) and in its own folder"
+        ),
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", help="list the saved conversations")] = False,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="where previews and exports go", show_default="alref-chat/<thread>"),
+        typer.Option(
+            "--out",
+            "-o",
+            help="where previews, exports and the trace go",
+            show_default="alref-chat/<thread>; with --resume the conversation's own folder",
+        ),
     ] = None,
     max_steps: Annotated[int, typer.Option(help="tool steps per turn at most")] = 8,
     db: Annotated[
@@ -277,8 +327,9 @@ def chat(
     given: Given,
 ) -> None:
     """Talk about a video: segment, refine ("the other one"), undo, keep masks only while a sound is
-    heard, export. Conversations persist in SQLite."""
-    from alref.agent.chat.agent import Chat, chat_store, list_threads
+    heard, export. Conversations persist in SQLite; --resume continues one with its own settings, objects
+    and folder. The decoded frames are removed when the chat ends (unless --keep-work)."""
+    from alref.agent.chat.agent import Chat, chat_store, list_threads, resumed_settings
     from alref.agent.chat.session import ChatSession
     from alref.config import load_settings
     from alref.errors import InputError
@@ -291,42 +342,59 @@ def chat(
             _print_json(rows)
             return
         table = Table(title=escape(f"conversations in {store}"))
-        for column in ("thread", "video", "turns", "objects", "last message"):
+        for column in ("thread", "video", "turns", "objects", "last message", "folder"):
             table.add_column(column, overflow="fold")
         for row in rows:
-            cells = (row["thread"], row["video"], row["turns"], row["objects"], row["last"] or "")
+            cells = (row["thread"], row["video"], row["turns"], row["objects"], row["last"] or "", row["folder"] or "")  # fmt: skip
             table.add_row(*(escape(str(c)) for c in cells))
         out_console.print(table)
         return
-    if not settings.llm_configured:
-        raise InputError(
-            "alref chat needs a tool-calling LLM: pass --llm MODEL (and --llm-base-url for a local server) or set OPENAI_API_KEY"
-        )
+    no_llm = "alref chat needs a tool-calling LLM: pass --llm MODEL (and --llm-base-url for a local server) or set OPENAI_API_KEY"
+    if not resume and not settings.llm_configured:
+        raise InputError(no_llm)
     with chat_store(store) as saver:
         saved = Chat.saved_state(saver, resume) if resume else {}
+        if resume:  # the conversation's own settings, the flags given now on top
+            settings = load_settings(**resumed_settings(saved, given))
+            if not settings.llm_configured:
+                raise InputError(no_llm)
         video_path = video or saved.get("video")
         if video_path is None:
             raise InputError("give the video to talk about: alref chat VIDEO (or --resume THREAD)")
         audio_path = audio or saved.get("audio")
         thread = resume or uuid.uuid4().hex[:8]
-        session = ChatSession(video_path, out or Path("alref-chat") / thread, settings, audio_path)
-        conversation = Chat(session, None, saver, thread=thread, max_steps=max_steps)
-        session.restore(saved.get("objects"))
-        if not as_json:
-            err_console.print(
-                f"conversation {conversation.thread} about {video_path} (resume with: alref chat --resume {conversation.thread})"
-            )
-        failed = 0
-        for text in _turns(message):
-            report = conversation.ask(text)
-            _print_turn(report, as_json)
-            failed += report["status"] != "ok"
+        folder = out or (Path(saved["out"]) if saved.get("out") else Path("alref-chat") / thread)
+        session = ChatSession(video_path, folder, settings, audio_path)
+        try:
+            conversation = Chat(session, None, saver, thread=thread, max_steps=max_steps)
+            session.restore(saved.get("objects"))  # the stored masks; only missing ones are recomputed
+            if not as_json:
+                err_console.print(
+                    f"conversation {conversation.thread} about {video_path} in {folder} (resume with: alref chat --resume {conversation.thread})",
+                    highlight=False, markup=False,
+                )  # fmt: skip
+                _print_objects(session.describe_objects())
+            failed = 0
+            for text in _turns(message):
+                report = conversation.ask(text)
+                _print_turn(report, as_json)
+                failed += report["status"] == "llm_error"  # a question waits for the next message
+        finally:
+            session.close()  # the decoded frames go, unless --keep-work
         if failed:  # the answers said why; the conversation is saved and can go on later
             err_console.print(
                 f"alref: {failed} turn(s) got no answer from the LLM; continue with: alref chat --resume {conversation.thread}",
                 highlight=False, markup=False,
             )  # fmt: skip
             raise typer.Exit(4)
+
+
+def _print_objects(objects: list[dict[str, Any]]) -> None:
+    """A resumed conversation's objects, shown before its first turn."""
+    for o in objects:
+        where = f"frames {o['first_frame']}-{o['last_frame']}" if o["frames_with_mask"] else "no mask"
+        err_console.print(f"  object {o['object_id']} {o['name']}: {where} ({o['frames_with_mask']} frames with a mask)",
+                          highlight=False, markup=False)  # fmt: skip
 
 
 def _turns(messages: list[str] | None):
@@ -372,7 +440,7 @@ def _print_turn(report: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command("app", cls=SettingsCommand)
-@settings_options(MODELS, LLM, SOUND, exclude=("no_llm",))
+@settings_options(MODELS, LLM, SOUND, OUTPUTS, exclude=CHAT_EXCLUDE)
 def app_command(
     video: Annotated[
         str | None, typer.Argument(help="a video to open at start (or choose one in the page)")
@@ -410,6 +478,36 @@ def app_command(
 
 
 # ---------------------------------------------------------------------------------------------
+# mcp
+
+
+@app.command("mcp", cls=SettingsCommand)
+@settings_options()
+def mcp_command(
+    http: Annotated[
+        bool, typer.Option("--http", help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    ] = False,
+    host: Annotated[
+        str,
+        typer.Option(metavar="HOST", help="with --http: the address (anything but loopback lets others in)"),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="N", help="with --http: the port")] = 8765,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", metavar="DIR", help="the runs folder: where runs go and list_runs looks"),
+    ] = Path("~/alref-out"),
+    *,
+    given: Given,
+) -> None:
+    """Serve alref's tools to other agents (desktop assistants, IDE agents) over the Model Context Protocol:
+    segment by sentence or by sound, list and read runs, a frame with its masks, a run's trace. Stdio by
+    default; the flags set the defaults of every call."""
+    from alref.app.mcp import serve
+
+    serve(given, out, http=http, host=host, port=port)
+
+
+# ---------------------------------------------------------------------------------------------
 # traces
 
 app.add_typer(trace_app, name="trace")
@@ -418,11 +516,13 @@ app.add_typer(trace_app, name="trace")
 # ---------------------------------------------------------------------------------------------
 # tools
 
-tools_app = typer.Typer(help="The tools alref can use: built in and from plugins.", no_args_is_help=True)
+tools_app = typer.Typer(
+    help="The tools alref can use: built in and from plugins.", no_args_is_help=True, cls=AlrefGroup
+)
 app.add_typer(tools_app, name="tools")
 
 
-tools_app.command("list")(tools_list)
+tools_app.command("list", cls=AlrefCommand)(tools_list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,6 +530,7 @@ tools_app.command("list")(tools_list)
 
 
 _PLAIN: dict[str, Any] = {"highlight": False, "markup": False, "emoji": False}  # `smoke:clap: …`, ids, URLs
+_WRAPPED = _PLAIN | {"soft_wrap": False}  # a sentence wrapped at words at the terminal's width
 
 
 @app.command(cls=SettingsCommand)
@@ -458,58 +559,69 @@ def doctor(
     if "configured" in data["device"]:
         table.add_row("device (configured)", Text(data["device"]["configured"]))
     table.add_row("cuda", Text(data["device"]["cuda"]))
+    threads = data["threads"]
+    table.add_row("torch CPU threads", Text(f"{threads['torch_threads']} of {threads['usable_cpus']} usable CPUs "
+                                            f"({threads['torch_threads_source']})"))  # fmt: skip
+    table.add_row("OpenMP wait policy", Text(f"{threads['wait_policy']} ({threads['wait_policy_source']})"))
     table.add_row("models (profile)", Text(data["profile"]))
     out_console.print(table)
     _models_table(data["models"])
     llm = data["llm"]
     if not llm["configured"]:
-        out_console.print(f"LLM: {llm['summary']}", **_PLAIN)
+        out_console.print(f"LLM: {llm['summary']}", **_WRAPPED)
         return
-    out_console.print(f"LLM: {llm['model']} at {llm['base_url']} (API key {llm['api_key']})", **_PLAIN)
+    out_console.print(f"LLM: {llm['model']} at {llm['base_url']} (API key {llm['api_key']})", **_WRAPPED)
     if not llm["reachable"]:
-        out_console.print(f"  NOT reachable: {llm['detail']}", style="red", **_PLAIN)
+        out_console.print(f"  NOT reachable: {llm['detail']}", style="red", **_WRAPPED)
     elif llm["model_listed"]:
-        out_console.print(f"  reachable; the server lists {llm['model']}", style="green", **_PLAIN)
+        out_console.print(f"  reachable; the server lists {llm['model']}", style="green", **_WRAPPED)
     elif llm["model_listed"] is None:
-        out_console.print(f"  reachable, but {llm['detail']}", style="yellow", **_PLAIN)
+        out_console.print(f"  reachable, but {llm['detail']}", style="yellow", **_WRAPPED)
     else:
         models = llm["models"]
         out_console.print(
             f"  reachable, but the server does not list the model {llm['model']}"
             + (f"; it lists {len(models)}:" if models else "; it lists no models"),
-            style="yellow", **_PLAIN,
+            style="yellow", **_WRAPPED,
         )  # fmt: skip
         for model in models:  # each id whole on its own line, however long
             out_console.print(f"    {model}", **_PLAIN)
 
 
 def _models_table(rows: list[dict[str, Any]]) -> None:
+    from rich import box
     from rich.text import Text
 
     from alref.tools.loading import PROFILES
 
-    table = Table(title="models")
+    # 80 columns hold the longest id whole: no borders, each profile named once, the status wraps at words;
+    # a local folder too long for the line folds (it is never cut)
+    sizes = [max((len(row[key]) for row in rows), default=4) for key in ("profile", "role", "model")]
+    room = out_console.width - sizes[0] - sizes[1] - 7 - 10  # the columns' gaps; 10 for the status
+    table = Table(title="models", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
     table.add_column("profile", no_wrap=True)
     table.add_column("role", no_wrap=True)
-    table.add_column("model", overflow="fold")  # a long id or folder wraps, it is never cut
-    table.add_column("available", overflow="fold")
+    table.add_column("model", overflow="fold", width=max(12, min(sizes[2], room)))
+    table.add_column("available", overflow="fold", ratio=1)
     pulls: list[str] = []  # what to pull for the models that are missing: the profile, else the id
-    for row in rows:
+    for i, row in enumerate(rows):
         status = row["status"]
         if not row["available"] and status.startswith("not cached"):
             status = "not cached"
             wanted = row["profile"] if row["profile"] in PROFILES else row["model"]
             pulls += [wanted] if wanted not in pulls else []
+        first = i == 0 or rows[i - 1]["profile"] != row["profile"]
         table.add_row(
-            row["profile"], row["role"], Text(row["model"]),
-            Text(status, style="green" if row["available"] else "red"),
+            row["profile"] if first else "", row["role"], Text(row["model"]),
+            Text(status, style="green" if row["available"] else "red"), end_section=i + 1 < len(rows)
+            and rows[i + 1]["profile"] != row["profile"],
         )  # fmt: skip
     out_console.print(table)
     for wanted in pulls:
         out_console.print(f"to download: alref models pull {wanted}", **_PLAIN)
 
 
-@models_app.command("list")
+@models_app.command("list", cls=AlrefCommand)
 def models_list(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
     """Every model of every profile, and whether it is available here."""
     from alref.doctor import model_rows
@@ -521,7 +633,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="print as J
         _models_table(rows)
 
 
-@models_app.command("pull")
+@models_app.command("pull", cls=AlrefCommand)
 def models_pull(
     names: Annotated[
         list[str] | None, typer.Argument(help="profiles (default, fast, smoke) or Hugging Face ids")
@@ -566,16 +678,32 @@ def _audio_flag(args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: usage errors as click prints them (exit 2), AlrefErrors as one line."""
+    """Console entry point: a usage error (unknown option or command, exit 2) and an AlrefError are one line,
+    ``alref: error: …``; ``--debug`` shows an AlrefError's traceback."""
+    from alref.terminal import click, usage_error
+
     args = _audio_flag(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="alref")
+        code = app(args=args, prog_name="alref", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `alref`, `alref trace`: the help, as click shows it
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.ClickException as exc:
+        _fail(usage_error(exc), exc.exit_code)
+    except typer.Abort:  # EOF at a prompt
+        _fail("aborted", 1)
     except AlrefError as exc:
         if _state["debug"] or "--debug" in args:
             raise
-        message = " ".join(str(exc).split())
-        err_console.print(f"alref: error: {message}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
+    if isinstance(code, int) and code:  # typer.Exit(N) and Ctrl-C (130) come back as the exit code
+        sys.exit(code)
+
+
+def _fail(message: str, code: int) -> None:
+    line = "alref: error: " + " ".join(message.split())
+    err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alref.errors import ConfigError
+from alref.threads import use_threads
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
 PivotRule = Literal["best", "first", "middle"]
@@ -88,7 +89,7 @@ class _TomlSource(PydanticBaseSettingsSource):
 
 
 # settings that change how a run goes, not what it writes
-NOT_IDENTITY = ("overlap",)
+NOT_IDENTITY = ("overlap", "threads")
 
 
 class Settings(BaseSettings):
@@ -128,6 +129,12 @@ class Settings(BaseSettings):
     )
     offload_state: Annotated[bool, MODELS] = Field(
         False, description="keep SAM 2 memory state on the CPU (CUDA only)"
+    )
+    threads: Annotated[int | None, MODELS] = Field(
+        None,
+        ge=1,
+        description="torch CPU threads; empty = OMP_NUM_THREADS, else every usable CPU (idle ones sleep: "
+        "OMP_WAIT_POLICY=PASSIVE unless the environment names a policy; see alref/threads.py)",
     )
     offline: Annotated[bool, MODELS] = Field(
         False, description="never try to download a model (also set by HF_HUB_OFFLINE=1)"
@@ -268,11 +275,32 @@ class Settings(BaseSettings):
         False,
         description="exit 5 (after writing every output) when any LLM decision fell back to the baseline",
     )
+    ask: Annotated[bool, LLM] = Field(
+        False,
+        description="when the sentence fits several candidates equally, ask (on the terminal) instead of "
+        "deciding by --ambiguous; the chat, the app and the LangGraph server always ask",
+    )
+    ambiguous: Annotated[Literal["best", "all", "not-found"], LLM] = Field(
+        "best",
+        description="when several candidates fit equally and nobody is asked: the LLM's pick (best), every "
+        "one of them (all), or none (not-found); the run records that it was ambiguous",
+    )
+    verify: Annotated[bool, LLM] = Field(
+        True,
+        description="after propagation, show the LLM frames with the masks outlined and act on its verdict "
+        "(wrong object: the next candidate; target absent: empty masks); on when an LLM is configured",
+    )
+    verify_rounds: Annotated[int, LLM] = Field(
+        1, ge=1, le=5, description="verifications at most (each may change the masks and look again)"
+    )
+    verify_frames: Annotated[int, LLM] = Field(
+        6, ge=1, le=16, description="frames shown per verification (evenly spaced; flagged frames added)"
+    )
 
     # outputs
     overlay: Annotated[bool, OUTPUTS] = Field(True, description="write overlay.mp4")
     keep_work: Annotated[bool, OUTPUTS] = Field(
-        False, description="keep the decoded frames in <out>/work after a finished run"
+        False, description="keep the decoded frames in <out>/work after a finished run (or chat)"
     )
     overlap: Annotated[bool, OUTPUTS] = Field(
         True,
@@ -331,12 +359,16 @@ def load_settings(**overrides: Any) -> Settings:
     """Build settings from defaults, the config file, the environment and ``overrides``.
 
     ``None`` overrides are ignored so a CLI flag that was not given does not mask the environment.
+    A ``threads`` setting is applied to torch here (:func:`alref.threads.use_threads`): every entry
+    point loads its settings before it runs a model.
     """
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+    use_threads(settings.threads)
+    return settings

@@ -11,6 +11,7 @@ from typing import Any
 
 from alref.config import Settings, load_settings
 from alref.errors import AlrefError, InputError
+from alref.threads import report as threads_report
 from alref.tools.loading import (
     PROFILES,
     SMOKE_PREFIX,
@@ -155,6 +156,7 @@ def report(settings: Settings | None = None) -> dict[str, Any]:
         "versions": versions(),
         "profile": settings.models if settings.models in PROFILES else f"{settings.models} (unknown profile)",
         "device": device_report(settings),
+        "threads": threads_report(),  # after device_report: torch is loaded, its own count is read
         "models": model_rows(settings),
         "llm": llm_report(settings),
     }

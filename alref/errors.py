@@ -64,3 +64,10 @@ class LLMFallbackError(AlrefError):
     """``--strict-llm``: a run finished, but some decisions are the baseline's, not the LLM's."""
 
     exit_code = 5
+
+
+class QuestionUnansweredError(AlrefError):
+    """``--ask``: the run stopped to ask a person and got no answer (stdin closed). Everything it
+    finished is saved; the same command continues from the question."""
+
+    exit_code = 6

@@ -24,11 +24,11 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 import typer
 from pydantic.fields import FieldInfo
-from typer.core import TyperCommand
 from typer.models import ParameterInfo
 
 from alref.config import PANELS, Cli, Settings
 from alref.errors import ConfigError
+from alref.terminal import AlrefCommand
 
 Given = dict[str, Any]
 """The settings given on the command line, by field name (what ``load_settings(**given)`` takes)."""
@@ -136,7 +136,7 @@ def settings_options(
     return decorate
 
 
-class SettingsCommand(TyperCommand):
+class SettingsCommand(AlrefCommand):
     """A command built with :func:`settings_options`: a setting's value the parser refuses (``--pivot
     sideways``, ``--clip-frames ten``) is one line and exit 2, as one the settings refuse (``--clip-frames 0``)."""
 

@@ -10,6 +10,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import verify_script
+
 STEP_MARKERS = [
     ("retry", "could not be used"),
     ("describe_event", "Describe what happens"),
@@ -17,6 +19,8 @@ STEP_MARKERS = [
     ("describe_boxes", "candidate boxes drawn by an object detector"),
     ("syntax_analysis", "Analyse the grammar"),
     ("choose_box", "Choose the one numbered box"),
+    ("choose_box", "was asked which box they mean"),  # the person's words, sent back (--ask)
+    ("verify_masks", "judge whether its outlined mask is what its sentence refers to"),
 ]
 
 
@@ -66,6 +70,14 @@ class Script:
         self._lock = threading.Lock()
 
     def __call__(self, messages: list[Any]) -> str:
+        if verify_script.is_verify(messages):  # verification after propagation
+            with self._lock:
+                self.steps["verify_masks"] += 1
+                self.requests.append(("verify_masks", None, messages))
+            answer = self.answers.get("verify_masks")
+            if answer is None:
+                return verify_script.verdicts(messages)
+            return answer(messages) if callable(answer) else answer
         step = step_of(messages)
         start = clip_start(messages)
         with self._lock:

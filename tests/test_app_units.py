@@ -127,3 +127,49 @@ def test_a_host_that_is_not_loopback_is_warned_about(host, warned, tmp_path, mon
         str((tmp_path / "app").resolve()),
         str((tmp_path / "chats").resolve()),
     }
+
+
+def test_the_tracks_reasoning_is_sentences_with_the_numbers_the_llm_saw():
+    result = {"status": "ok", "mode": "agent", "strategy": "tracks", "input": {"num_frames": 30}, "references": [
+        {"id": 1, "text": "the dog", "status": "ok", "decided_by": "llm", "concept": "dog", "masks": {"frames_with_mask": 9},
+         "candidates": [{"id": 101, "number": 1, "score": 0.9, "frames": [0, 1]}, {"id": 107, "number": 2, "score": 0.8, "frames": [3]}],
+         "accepted": [107], "reason": "candidate 2 is the dog on the left",
+         "rounds": [{"round": 1, "frames": [3, 8], "candidates": [101, 107], "image": "tracks/ref1_round1.jpg",
+                     "decided_by": "llm", "verdicts": [
+                         {"track": 101, "number": 1, "verdict": "reject", "reason": "a <b>cat</b>"},
+                         {"track": 107, "number": 2, "verdict": "accept", "reason": "the dog on the left"}]}]}]}  # fmt: skip
+    chosen, reasoning = render.tracks_sentences(result["references"][0])
+    assert chosen == "SAM 3 tracked “dog”: 2 candidate(s); accepted candidate 2."
+    assert reasoning.splitlines() == [
+        "Round 1 (frames 3, 8) decided by the LLM: candidate 1 rejected: a <b>cat</b>; candidate 2 accepted: the dog on the left.",
+        "candidate 2 is the dog on the left.",
+    ]
+    page = render.result_html(result)
+    assert "101" not in page and "107" not in page and "{" not in page  # no internal ids, no JSON
+    assert "candidate 1 rejected: a &lt;b&gt;cat&lt;/b&gt;" in page
+
+
+def test_edit_results_are_sentences():
+    objects = [{"object_id": 2, "name": "dog", "frames_with_mask": 5, "first_frame": 3, "last_frame": 7}]
+    assert (
+        render.edit_text("rename", {"object_id": 2, "name": "dog"}, objects) == "Renamed object 2 to “dog”."
+    )
+    assert render.edit_text("remove", {"removed": 1, "name": "cat"}, objects) == (
+        "Removed object 1 (“cat”); the objects are object 2 “dog” (frames 3–7)."
+    )
+    assert render.edit_text("undo", {"objects": []}, []) == "Undid the last change; there are no objects."
+
+
+def test_each_action_draws_one_progress_bar(tmp_path):
+    pytest.importorskip("gradio")
+    from alref.app.session import AppConfig
+    from alref.app.web import build_app
+
+    page = build_app(AppConfig(given={"models": "smoke"}, db=tmp_path / "db", out=tmp_path / "app"))
+    ids = {b._id: getattr(b, "elem_id", None) for b in page.blocks.values()}
+    for dep in page.config["dependencies"]:
+        targets = dep.get("show_progress_on")
+        if len(dep["outputs"]) > 1:  # a bar on every output otherwise: three on the segment tab
+            assert targets is not None and len(targets) == 1, dep
+    segment = next(d for d in page.config["dependencies"] if len(d["outputs"]) == 5)
+    assert [ids[i] for i in segment["show_progress_on"]] == ["alref-result"]

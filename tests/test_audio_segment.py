@@ -167,11 +167,16 @@ def test_lbru_fallback_when_answers_stay_invalid(tmp_path, gap_video):
             return "no idea"
         return Script()(messages)
 
+    from alref.progress import Reporter
+
+    said = Reporter()
     settings = load_settings(models="smoke", clip_frames=25, overlay=False, cache=False, llm_retries=1)
-    result = segment_video(gap_video, [], tmp_path / "o", settings, chat_model=ScriptedChatModel([answer] * 200),
+    result = segment_video(gap_video, [], tmp_path / "o", settings, said, chat_model=ScriptedChatModel([answer] * 200),
                            audio=AudioRequest(VIDEO_TRACK))  # fmt: skip
     lbru = result["audio"]["lbru"]
     assert lbru["decided_by"] == "fallback" and "no valid answer after 2 attempts" in lbru["fallback_reason"]
+    # the terminal says so, as it does when the pivot steps fall back
+    assert any("fell back to the label table: no valid answer after 2 attempts" in n for n in said.notes)
     assert alref.__version__
 
 

@@ -229,6 +229,17 @@ def test_segment_batch_usage_errors_are_one_line_exit_2(args, message, run_cli, 
     assert message in stderr and len(stderr.strip().splitlines()) == 1
 
 
+def test_a_manifest_whose_model_is_missing_exits_3_with_the_models_message(run_cli, tmp_path, videos):
+    """As the README's exit codes say for a single run: a missing model is 3, not 1."""
+    _write(tmp_path / "m.csv", f"video,reference\n{videos / 'a.mp4'},x\n{videos / 'c'},y\n")
+    code, _, stderr = run_cli("segment", "--manifest", "m.csv", "--offline", "--models", "default",
+                              "--segmentation-model", str(tmp_path / "no-such-folder"))  # fmt: skip
+    assert code == 3, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("alref: error: ") and "2 of 2 videos failed" in last
+    assert "no-such-folder" in last or "not available" in last
+
+
 def test_a_manifest_where_no_row_can_run_is_exit_2(run_cli, tmp_path):
     _write(tmp_path / "m.csv", "video,reference\nnothing.mp4,x\n")
     code, _, stderr = run_cli("segment", "--manifest", "m.csv", "--models", "smoke")

@@ -129,3 +129,41 @@ def test_segment_streams_its_progress(client, video, tmp_path):
     stages = {e["stage"]: e for e in events if "stage" in e}
     assert stages["propagation"]["done"] == stages["propagation"]["total"] == N
     assert any("mode: baseline" in e.get("note", "") for e in events)
+
+
+def test_segment_asks_with_an_interrupt_and_resumes_by_number_and_by_text(
+    client, video, tmp_path, llm_server
+):
+    """Several boxes fit equally: the served run stops with LangGraph's interrupt (what Studio and the SDK
+    show); Command(resume=…) answers it — a number, then words that go back to the LLM."""
+    from agent_script import Script
+    from llm_server import Reply
+
+    ambiguous = json.dumps({"reasoning": "boxes 1 and 2 both hold a square", "box": 1, "ambiguous": [2]})
+    answers = iter([ambiguous, ambiguous])  # each clip once; after the person's words, a clear answer
+    script = Script(
+        choose_box=lambda start, attempt: next(answers, json.dumps({"reasoning": "left", "box": 3}))
+    )
+    llm_server.default = lambda body: Reply(script(body["messages"]))
+    context = {**SMOKE, "llm": "m", "llm_base_url": llm_server.base_url, "cache": False, "verify": False}
+    out = tmp_path / "asked"
+    thread = client.threads.create()["thread_id"]
+    first = client.runs.wait(thread, "segment", input={"video": str(video), "references": ["the red square"],
+                                                        "out": str(out)}, context=context)  # fmt: skip
+    (pending,) = first["__interrupt__"]
+    question = pending["value"]
+    assert question["kind"] == "ambiguous_box" and "Which do you mean?" in question["question"]
+    assert question["options"][1]["label"] == "box 2 (green)" and question["image"].endswith(".jpg")
+    state = client.threads.get_state(thread)
+    assert state["tasks"][0]["interrupts"][0]["value"]["clip"] == question["clip"]
+    second = client.runs.wait(thread, "segment", command={"resume": 2}, context=context)
+    (pending,) = second["__interrupt__"]
+    assert pending["value"]["clip"] != question["clip"]  # the other clip's question
+    done = client.runs.wait(thread, "segment", command={"resume": "the one on the left"}, context=context)
+    assert "__interrupt__" not in done and done["status"] == "ok"
+    clips = {c["clip"]: c for c in json.loads((out / "result.json").read_text())["references"][0]["clips"]}
+    assert (
+        clips[question["clip"]]["box_number"] == 2 and clips[question["clip"]]["ambiguity"]["answer"] == "2"
+    )
+    assert clips[pending["value"]["clip"]]["box_number"] == 3  # the LLM, told the person's words
+    assert script.steps["choose_box"] == 3

@@ -54,9 +54,9 @@ def test_lower_layers_do_not_import_upper_ones():
     assert offenders("pipeline", ("alref.eval", "alref.cli", "alref.app")) == {}
 
 
-def test_the_trace_package_has_no_import_circle():
-    graph = {m: {n.rsplit(".", 1)[0] if n.rsplit(".", 1)[0] in modules("trace") else n for n in names}
-             for m, names in modules("trace").items()}  # fmt: skip
+def assert_no_import_circle(package: str) -> None:
+    graph = {m: {n.rsplit(".", 1)[0] if n.rsplit(".", 1)[0] in modules(package) else n for n in names}
+             for m, names in modules(package).items()}  # fmt: skip
     graph = {m: {n for n in names if n in graph and n != m} for m, names in graph.items()}
     seen: dict[str, int] = {}
 
@@ -70,7 +70,26 @@ def test_the_trace_package_has_no_import_circle():
 
     for m in graph:
         visit(m, ())
+
+
+def test_the_trace_package_has_no_import_circle():
+    assert_no_import_circle("trace")
     assert not any(p.name.startswith("trace_") for p in PACKAGE.glob("*.py"))  # one package, no stragglers
+
+
+def test_the_ray_executor_uses_the_batch_runner_one_way():
+    """cluster imports batch, batch never cluster (they imported each other)."""
+    graph = modules("pipeline")
+    assert "alref.pipeline.batch" in graph["alref.pipeline.cluster"]
+    assert not {n for n in graph["alref.pipeline.batch"] if n.startswith("alref.pipeline.cluster")}
+
+
+def test_the_threads_module_imports_neither_torch_nor_alref():
+    """alref/threads.py runs when alref is imported, before torch may load (OMP_WAIT_POLICY)."""
+    tree = ast.parse((PACKAGE / "threads.py").read_text(encoding="utf-8"))
+    names = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {n for n in names if n.split(".")[0] in ("torch", "alref", "numpy", "transformers")}
 
 
 # the names under OUT/work/ and OUT/trace/

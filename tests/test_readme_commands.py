@@ -51,6 +51,8 @@ PARSE_ONLY = {
     "alref chat examples/shapes.mp4": "interactive: it waits for typed turns",
     "alref app examples/shapes.mp4 --llm gpt-4o": "a web server: it serves until interrupted (tests/test_web_app.py runs it)",
     "alref app --models smoke --llm m --llm-base-url http://127.0.0.1:8000/v1 --port 7861": "a web server: it serves until interrupted",
+    "alref mcp --out ~/alref-out": "an MCP server on stdio: it serves its client (tests/test_mcp.py runs it)",
+    "alref mcp --http --port 8765 --models smoke": "an MCP server: it serves until interrupted (tests/test_mcp.py runs it)",
 }
 # the command the README says stops offline at once, naming the model (exit 3)
 OFFLINE = 'alref segment examples/shapes.mp4 "the red square" --out runs/shapes'

@@ -613,3 +613,69 @@ def test_remove_object_replays_the_others_in_order(
     _, forward, reverse, _ = canonical_run(segmenter, store, TWO_OBJECTS, 5)
     for frame, logits in session.propagate_logits(5):
         assert_logits_equal(logits, reverse[frame] if frame in reverse else forward[frame], [1, 2])
+
+
+def test_verifications_repropagation_is_the_canonical_session_of_the_new_prompts(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verification re-propagates a re-decided object alone (pipeline.verify): its session gets the new
+    prompts and nothing else, and its masks are the canonical session's for those prompts (logits
+    compared by ``assert_matches_canonical``); the other object's masks stay as they were."""
+    from alref.core.records import ClipDecision, ReferenceDecision
+    from alref.pipeline.stages import propagate_all
+    from alref.pipeline.verify import ReplacingSink
+    from alref.progress import Reporter
+
+    def clip(index: int, frame: int, box: tuple[float, ...], ref: int) -> ClipDecision:
+        return ClipDecision(ref_id=ref, clip=index, start=5 * index, end=5 * index + 5, samples=[5 * index],
+                            valid=True, pivot_frame=frame, pivot_box=list(box), pivot_score=0.5,
+                            decided_by="verification", reason="next candidate")  # fmt: skip
+
+    redecided = ReferenceDecision(id=2, text="b", clips=[clip(0, 3, (40, 20, 70, 50), 2), clip(1, 8, (45, 20, 75, 50), 2)],
+                                  not_found=None)  # fmt: skip
+    prompts: list[tuple[int, int, tuple[float, ...]]] = []
+    started: list[list[int]] = []
+    original = Sam2VideoSegmenter.start_session
+
+    def spy(self, frames, height, width):
+        session = original(self, frames, height, width)
+        add = session.add_box
+        started.append([])
+
+        def add_box(frame, obj_id, box):
+            prompts.append((frame, obj_id, tuple(box)))
+            started[-1].append(obj_id)
+            return add(frame, obj_id, box)
+
+        session.add_box = add_box
+        return session
+
+    class Sink:  # what the run's MaskSink holds: object 1 untouched, object 2 replaced
+        def __init__(self) -> None:
+            self.masks = {f: {1: np.ones((H, W), bool), 2: np.zeros((H, W), bool)} for f in range(N)}
+
+        def replace(self, frame, masks):
+            self.masks[frame] |= dict(masks)
+
+    sink = Sink()
+    monkeypatch.setattr(Sam2VideoSegmenter, "start_session", spy)
+    starts = propagate_all(segmenter, store, _Info(N, H, W), [redecided], ReplacingSink(sink), Reporter())
+    assert started == [[2, 2]] and starts[2]["frame"] == 3  # object 2 alone, from the middle clip (0)
+    monkeypatch.undo()
+    assert_matches_canonical(segmenter, store, prompts, start=3)
+    fresh = run_all(_prompted(segmenter, store, prompts), 3)
+    for f in range(N):
+        assert sink.masks[f][1].all()  # untouched
+        assert np.array_equal(sink.masks[f][2], fresh[f][2])
+
+
+class _Info:
+    def __init__(self, num_frames: int, height: int, width: int) -> None:
+        self.num_frames, self.height, self.width = num_frames, height, width
+
+
+def _prompted(segmenter: Sam2VideoSegmenter, store: MemmapFrameStore, prompts) -> SegmentationSession:
+    session = segmenter.start_session(store, H, W)
+    for frame, obj_id, box in prompts:
+        session.add_box(frame, obj_id, box)
+    return session

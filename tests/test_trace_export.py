@@ -67,7 +67,7 @@ def test_list_runs_finds_the_runs_with_their_counts(runs):
         "agent (1 of 2 clips fell back: no valid answer after 2 attempts"
     )  # what decided
     # the second clip's syntax question is the first one's, answered once by the client (a cache hit)
-    assert r1["llm_calls"] == len(calls) == len(script.requests) + 1 == 12
+    assert r1["llm_calls"] == len(calls) == len(script.requests) + 1 == 13  # with the verification
     assert [e["step"] for e in calls if e["cache_hit"]] == ["syntax_analysis"]
     paid = [e for e in calls if not e["cache_hit"]]
     assert r1["tokens"] == sum(e["prompt_tokens"] + e["completion_tokens"] for e in paid) > 0
@@ -195,3 +195,65 @@ def test_the_page_in_headless_chromium(runs, tmp_path):
     r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
     # the red squares of the frames the LLM saw (the page's own styles use no saturated red)
     assert int(((r > 200) & (g < 70) & (b < 70)).sum()) > 2000
+
+
+def _chat_trace(folder: Path, markers: bool) -> None:
+    """Two turns of a chat, each running a selection whose events carry ref 1 (every selection is the
+    chat's reference 1); with ``markers`` the selections are framed as the chat writes them now."""
+    tracer = Tracer(folder / "trace")
+    if markers:
+        tracer.event("chat_start", thread="t1", resumed=False, video="/videos/dogs.mp4",
+                     input={"path": "/videos/dogs.mp4", "num_frames": 40, "width": 320, "height": 240},
+                     settings={"models": "smoke", "llm": "m", "llm_base_url": "http://127.0.0.1:9/v1"})  # fmt: skip
+    for turn, (reference, pivot) in enumerate((("the left dog", 3), ("the right dog", 7)), start=1):
+        tracer.event("llm_call", step="chat", context={"turn": turn, "step": 1}, model="m", ok=True, answer="",
+                     tool_calls=[{"name": "select_referent", "args": {"reference": reference}}])  # fmt: skip
+        if markers:
+            tracer.event("selection_start", tool="select_referent", reference=reference, object_id=None)
+        tracer.event("llm_call", step="choose_box", context={"ref": 1, "clip": 0, "attempt": 1}, model="m",
+                     ok=True, answer=f"box 2 for {reference}")  # fmt: skip
+        candidates = [
+            {"number": 1, "colour": "red", "box": [0, 0, 9, 9]},
+            {"number": 2, "colour": "green", "box": [5, 5, 20, 20]},
+        ]
+        tracer.event("clip_decided", ref=1, clip=0, valid=True, pivot_frame=pivot, pivot_box=[5, 5, 20, 20],
+                     box_number=2, decided_by="llm", reason=f"{reference}: box 2")  # fmt: skip
+        tracer.event("pivots_decided", summary={"1": {"valid_clips": 1}})
+        if markers:
+            tracer.event("selection_end", tool="select_referent", reference=reference, status="ok", objects=[turn],
+                         clips=[{"clip": 0, "valid": True, "pivot_frame": pivot, "box_number": 2,
+                                 "candidates": candidates, "decided_by": "llm"}])  # fmt: skip
+        result = json.dumps({"object_id": turn, "name": reference})
+        tracer.event(
+            "llm_call", step="chat", context={"turn": turn, "step": 2}, model="m", ok=True, answer="Done."
+        )
+        tracer.event("chat_turn", turn=turn, text=f"segment {reference}", thread="t1", status="ok", answer="Done.",
+                     calls=[{"tool": "select_referent", "args": {"reference": reference}, "error": False, "result": result}],
+                     objects=[{"object_id": turn, "name": reference, "frames_with_mask": 40, "first_frame": 0,
+                               "last_frame": 39}], seconds=1.5 * turn)  # fmt: skip
+
+
+@pytest.mark.parametrize("markers", [True, False], ids=["now", "older trace"])
+def test_a_chats_page_groups_each_selection_under_its_turn(tmp_path, markers):
+    _chat_trace(tmp_path / "chat", markers)
+    page = export_html(tmp_path / "chat", tmp_path / "chat.html").read_text(encoding="utf-8")
+    for wrong in ("video False", "timings False", "“?”", "(None)", "Reference 1"):
+        assert wrong not in page
+    first, second = (
+        page.index("Turn 1: “segment the left dog”"),
+        page.index("Turn 2: “segment the right dog”"),
+    )
+    left = page.index("select_referent “the left dog” → object 1")
+    right = page.index("select_referent “the right dog” → object 2")
+    assert first < left < page.index("clip 0 → frame 3") < page.index("box 2 for the left dog") < second
+    assert second < right < page.index("clip 0 → frame 7") < page.index("box 2 for the right dog")
+    assert 'timings</th><td><div class="text">turn 1 1.5 s · turn 2 3.0 s' in page
+    if markers:
+        assert 'box</th><td><div class="text">2 (green)</div>' in page  # the chosen candidate's colour
+        assert "/videos/dogs.mp4 · num_frames 40 · width 320 · height 240" in page
+        assert 'model profile</th><td><div class="text">smoke' in page and SMOKE_WORDS in page
+    else:
+        assert 'box</th><td><div class="text">2</div>' in page  # no colour recorded: no "(None)"
+
+
+SMOKE_WORDS = "the masks are meaningless"

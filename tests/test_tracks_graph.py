@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+import verify_script
 from scripted_llm import ScriptedChatModel, connection_error
 
 from alref.agent.context import AgentContext
@@ -89,7 +90,8 @@ def labels(**verdicts):
 class Judge:
     """``rounds[k]`` answers round k + 1: a dict number -> verdict, or a raw string."""
 
-    def __init__(self, *rounds, concept=None):
+    def __init__(self, *rounds, concept=None, verify=()):
+        self.verify, self.verified = list(verify), []  # answers to the verification question, in order
         self.rounds, self.asked, self.concept = (
             list(rounds),
             [],
@@ -98,6 +100,10 @@ class Judge:
         )
 
     def __call__(self, messages):
+        if verify_script.is_verify(messages):
+            self.verified.append(verify_script.objects_in(messages))
+            answer = self.verify.pop(0) if self.verify else None
+            return answer(messages) if callable(answer) else (answer or verify_script.verdicts(messages))
         kind = step(messages)
         if kind == "extract_concepts":
             return self.concept

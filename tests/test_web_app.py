@@ -203,6 +203,8 @@ def _drive(app) -> None:
 
     page.locator("#alref-undo").click()
     expect(page.locator("#alref-no-objects")).to_be_visible()
+    expect(page.locator("#alref-chat")).to_contain_text("Undid the last change; there are no objects.")
+    assert "{'objects'" not in page.locator("#alref-chat").inner_text()  # a sentence, not a dict
     expect(page.locator("#alref-preview img")).to_have_count(0)
 
     message.fill("show me a script")

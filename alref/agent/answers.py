@@ -23,6 +23,11 @@ class BoxChoice(BaseModel):
 
     reasoning: str = Field(description="which box holds the whole subject and nothing else, and why")
     box: int | None = Field(description="the number of the chosen box, or null if no box fits")
+    ambiguous: list[int] = Field(
+        default_factory=list,
+        description="the numbers of other boxes that fit the description just as well as the chosen one "
+        "(empty when the choice is clear)",
+    )
 
 
 class SyntaxAnalysis(BaseModel):
@@ -76,3 +81,21 @@ class CandidateLabels(BaseModel):
 
     reasoning: str = Field(description="what the sentence asks for and what each candidate does")
     labels: list[CandidateLabel] = Field(description="one label for every numbered candidate shown")
+
+
+class MaskVerdict(BaseModel):
+    object: int = Field(description="the object number drawn on the outline")
+    verdict: Literal["correct", "wrong_object", "partial", "target_absent", "unsure"] = Field(
+        description="correct: the outlined object is what the sentence means, on every frame shown; "
+        "wrong_object: it is another object; partial: it misses part of the object, or misses objects "
+        "the sentence includes; target_absent: nothing in the video matches the sentence; "
+        "unsure: these frames cannot tell"
+    )
+    reason: str = Field(description="the evidence in the frames, in one sentence")
+
+
+class MaskVerdicts(BaseModel):
+    """Answer of ``verify_masks``: one verdict per object shown."""
+
+    reasoning: str = Field(description="what each sentence asks for and what each outlined object is")
+    verdicts: list[MaskVerdict] = Field(description="one verdict for every object listed")

@@ -7,6 +7,8 @@ Per (reference, clip) branch — fanned out with ``Send`` under ``max_concurrenc
       │                          └──┘ invalid, attempts left               choose_frame_fallback ◄┘ (exhausted / LLM down)
       └─► syntax_analysis ────────────────────────────────────────────────────────────────────────┴─► choose_box
     choose_box ─ valid ─► finish_clip;  invalid ─► choose_box;  exhausted / LLM down ─► choose_box_fallback ─► finish_clip
+    choose_box ─ several boxes fit equally ─► resolve_ambiguity (ask the person: interrupt(), or --ambiguous)
+        ─► finish_clip;  the person answered in words ─► choose_box
 
 then ``decide_references`` collects each reference's clips and applies the not-found rules. The
 graph decides and nothing else: its output is its state (``results``: a :class:`ReferenceDecision`
@@ -33,6 +35,7 @@ from alref.agent.nodes.describe_boxes import describe_boxes
 from alref.agent.nodes.describe_event import describe_event
 from alref.agent.nodes.finish_clip import finish_clip
 from alref.agent.nodes.ground_candidates import ground_candidates, route_after_ground_candidates
+from alref.agent.nodes.resolve_ambiguity import resolve_ambiguity, route_after_resolve
 from alref.agent.nodes.syntax_analysis import syntax_analysis
 from alref.agent.state import ClipOutput, ClipState, PivotInput, PivotOutput, PivotState
 
@@ -88,6 +91,7 @@ def build_clip_graph():
         ("syntax_analysis", syntax_analysis),
         ("choose_box", choose_box),
         ("choose_box_fallback", choose_box_fallback),
+        ("resolve_ambiguity", resolve_ambiguity),
         ("finish_clip", finish_clip),
     ]:
         g.add_node(name, traced(name, node))
@@ -107,8 +111,10 @@ def build_clip_graph():
     )
     g.add_edge(["describe_boxes", "syntax_analysis"], "choose_box")
     g.add_conditional_edges(
-        "choose_box", route_after_choose_box, ["finish_clip", "choose_box", "choose_box_fallback"]
-    )
+        "choose_box", route_after_choose_box,
+        ["finish_clip", "choose_box", "choose_box_fallback", "resolve_ambiguity"],
+    )  # fmt: skip
+    g.add_conditional_edges("resolve_ambiguity", route_after_resolve, ["finish_clip", "choose_box"])
     g.add_edge("choose_box_fallback", "finish_clip")
     g.add_edge("finish_clip", END)
     return g.compile()

@@ -56,7 +56,9 @@ class _Spec:
     @property
     def expected(self) -> str:
         parts = []
-        for name in self.schema.model_fields:
+        for name, field in self.schema.model_fields.items():
+            if not field.is_required():  # the short form: optional fields (e.g. "ambiguous") may be left out
+                continue
             if name == self.int_field:
                 what = (
                     f"<number of the {name}, or null if none fits>"
@@ -394,28 +396,43 @@ _ARGS_KEYS = ("arguments", "args", "parameters", "input", "action_input")
 
 
 def _tool_call(data: Any) -> tuple[str, dict[str, Any]] | None:
+    """(name, arguments) of a JSON value shaped as a tool call: a name key *and* an arguments key (a tool
+    result that happens to hold a "name", e.g. ``{"object_id": 1, "name": "the dog"}``, is not a call)."""
     if not isinstance(data, dict):
         return None
     if isinstance(data.get("function"), dict):  # the OpenAI shape {"type": "function", "function": {...}}
         data = data["function"]
     name = next((data[k] for k in _NAME_KEYS if isinstance(data.get(k), str)), None)
-    if name is None:
+    key = next((k for k in _ARGS_KEYS if k in data), None)
+    if name is None or key is None:
         return None
-    args: Any = next((data[k] for k in _ARGS_KEYS if k in data), {})
+    args: Any = data[key]
     if isinstance(args, str):
         args = _loads(args) if args.strip() else {}
     return (name, args) if isinstance(args, dict) else None
 
 
+def _calls(data: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The calls of one JSON value when *all* of it is calls: one, a list of them, or ``{"tool_calls": [...]}``."""
+    items = data.get("tool_calls") if isinstance(data, dict) and "tool_calls" in data else data
+    items = items if isinstance(items, list) else [items]
+    calls = [_tool_call(item) for item in items]
+    return [c for c in calls if c is not None] if calls and None not in calls else []
+
+
 def tool_calls_in_text(text: str) -> list[tuple[str, dict[str, Any]]]:
     """Tool calls a model wrote as JSON in its answer instead of ``tool_calls`` (what small local models
     behind llama.cpp do with ``tool_choice="auto"``): ``{"name": ..., "arguments": {...}}`` (or
-    ``tool``/``args``/``parameters``), a list of them, or ``{"tool_calls": [...]}``, fenced or bare.
-    Returns (name, arguments) pairs; the caller checks the names against its tools."""
-    for data, _ in _candidates(text):
-        items = data.get("tool_calls") if isinstance(data, dict) and "tool_calls" in data else data
-        items = items if isinstance(items, list) else [items]
-        calls = [c for c in (_tool_call(item) for item in items) if c is not None]
-        if calls:
+    ``tool``/``args``/``parameters``), a list of them, or ``{"tool_calls": [...]}``. Only when the whole
+    answer is such JSON, or a fenced block (```json or a bare fence) is: JSON inside prose (a model
+    quoting a tool result, say) is an answer, not a call. Returns (name, arguments) pairs; the caller
+    checks the names against its tools."""
+    whole = _loads(text)
+    if whole is not None:
+        return _calls(whole)
+    for m in _FENCE.finditer(text):
+        if m.group(1).lower() not in ("", "json", "json5", "jsonc"):
+            continue
+        if calls := _calls(_loads(m.group(2))):
             return calls
     return []

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from alref.agent.context import AgentContext
+from alref.agent.questions import QuestionPending, pending_of, resume_or_raise
 from alref.config import Settings
 from alref.core.baseline import baseline_decisions
 from alref.core.records import Clip, Detections, Reference, ReferenceDecision, detections_to_state
@@ -32,6 +33,7 @@ def select_pivots(
     thread_id: str = "pivots",
     on_clip: Callable[[], None] | None = None,
     tracer: Tracer | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> list[ReferenceDecision]:
     """Every reference's decision in every clip. ``ctx`` None: the baseline. ``on_clip`` is called
     once per (reference, clip) decided, for progress. ``detections`` None: they arrive while the
@@ -67,6 +69,9 @@ def select_pivots(
         if snapshot.next:
             ctx.tracer.event("resume", pending=list(snapshot.next), clips_done=done)
             inputs = None  # the stream replays the saved branches' updates, so progress counts them too
+            if (command := resume_or_raise(graph, config, resume, thread_id)) is not None:
+                inputs = command
+                ctx.tracer.event("answers", answers=command.resume)
     results: list[ReferenceDecision] | None = None
     durable = {"durability": "sync"} if checkpointer is not None else {}  # every step saved before the next
     for mode, chunk in graph.stream(
@@ -78,6 +83,8 @@ def select_pivots(
                     on_clip()
         elif mode == "values" and chunk.get("results") is not None:
             results = chunk["results"]
+    if results is None and checkpointer is not None and (waiting := pending_of(graph, config)):
+        raise QuestionPending(waiting, thread_id)  # a clip asks the person (--ask, the chat, the server)
     if results is None:  # pragma: no cover - the graph always ends in decide_references
         raise RuntimeError("the pivot selection ended without results")
     return results

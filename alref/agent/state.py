@@ -4,7 +4,7 @@ so in checkpoints); frames and masks stay on disk or in the tools."""
 from __future__ import annotations
 
 import operator
-from typing import Annotated
+from typing import Annotated, Any
 
 from typing_extensions import TypedDict
 
@@ -57,6 +57,10 @@ class ClipState(TypedDict, total=False):
     box_reasoning: str
     box_decided_by: str
     box_fallback_reason: str | None
+    box_ambiguous: list[int]  # other boxes the LLM says fit just as well (1-based)
+    extra_boxes: list[int]  # more boxes of the referent (the person named several, or --ambiguous all)
+    ambiguity: dict[str, Any] | None  # what was ambiguous, who decided and how (the clip's record)
+    person_said: str | None  # the person's words about the boxes, sent back to the LLM
     decisions: Annotated[list[ClipDecision], operator.add]
 
 

@@ -129,9 +129,14 @@ class SegmentState(SegmentInput, SegmentOutput, total=False):
 
 def segment(state: SegmentState, runtime: Runtime[Any]) -> dict[str, Any]:
     """The whole `alref segment` pipeline for the input's video and references."""
+    from alref.agent.questions import asking_through_interrupt
     from alref.pipeline.run import segment_video
 
+    # a person is there (Studio, the SDK): with an LLM, several candidates that fit equally stop the run
+    # with a question (without one nothing is ever ambiguous: the run is exactly `alref segment`'s)
     settings = settings_from_context(runtime.context)
+    if settings.llm_configured and "ask" not in (runtime.context or {}):
+        settings = settings.model_copy(update={"ask": True})
     video = str(state.get("video") or "").strip()
     if not video:
         raise RunFailed('the input needs "video": a video file or a folder of frames on the server')
@@ -141,10 +146,14 @@ def segment(state: SegmentState, runtime: Runtime[Any]) -> dict[str, Any]:
     if not references:
         raise RunFailed('the input needs "references": a list of sentences, e.g. ["the red square"]')
     out = Path(state.get("out") or Path("alref-out") / Path(video).stem)
-    try:
-        result = segment_video(
-            video, list(references), out, settings, _StreamReporter(), force=bool(state.get("force"))
-        )
+    reporter = _StreamReporter()
+
+    def run(answers: dict[str, Any] | None) -> dict[str, Any]:
+        force = bool(state.get("force")) and not answers  # answers continue the run: never restart it
+        return segment_video(video, list(references), out, settings, reporter, force=force, answers=answers)
+
+    try:  # a question stops the run with interrupt(); Command(resume=answer) brings the answer
+        result = asking_through_interrupt(run)
     except AlrefError as exc:
         raise _fail(exc) from None
     refs = [{"id": r["id"], "text": r["text"], "status": r["status"], "reason": r["reason"],
@@ -170,7 +179,8 @@ def build_segment_graph():
 class ChatThreadState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     video: str
-    objects: dict[str, Any]  # the session's objects (names and box prompts), so masks can be rebuilt
+    objects: dict[str, Any]  # the session's objects (names and box prompts); their masks are in ``out``
+    out: str  # the conversation's folder (absolute), kept so a restarted server writes to the same one
 
 
 _sessions: dict[tuple[str, str, str], Any] = {}
@@ -205,7 +215,7 @@ def chat(state: ChatThreadState, runtime: Runtime[Any]) -> dict[str, Any]:
     if not video:
         raise RunFailed('the context needs "video": the video to talk about, on the server')
     thread = str(get_config().get("configurable", {}).get("thread_id") or "default")
-    out = Path(context.get("out") or Path("alref-chat") / thread)
+    out = Path(context.get("out") or state.get("out") or Path("alref-chat") / thread).resolve()
     try:
         session = _session(thread, video, context.get("audio"), out, settings)
         if session.snapshot()["objects"] != (state.get("objects") or {}).get("objects", {}):
@@ -222,7 +232,12 @@ def chat(state: ChatThreadState, runtime: Runtime[Any]) -> dict[str, Any]:
         result = inner.invoke({"messages": state["messages"], "steps": 0}, {"recursion_limit": 100})
     except AlrefError as exc:
         raise _fail(exc) from None
-    return {"messages": result["messages"][before:], "objects": session.snapshot(), "video": video}
+    return {
+        "messages": result["messages"][before:],
+        "objects": session.snapshot(),
+        "video": video,
+        "out": str(out),
+    }
 
 
 def build_chat_server_graph():

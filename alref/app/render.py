@@ -49,6 +49,28 @@ def object_rows(objects: list[dict[str, Any]]) -> list[list[Any]]:
 OBJECT_COLUMNS = ["id", "name", "frames with mask", "first frame", "last frame"]
 
 
+def objects_sentence(objects: list[dict[str, Any]]) -> str:
+    """The objects as a clause: "object 1 “red square” (frames 0–19), object 2 “dog” (no mask)"."""
+    if not objects:
+        return "there are no objects"
+    parts = []
+    for o in objects:
+        where = f"frames {o['first_frame']}–{o['last_frame']}" if o.get("frames_with_mask") else "no mask"
+        parts.append(f"object {o['object_id']} “{o['name']}” ({where})")
+    return "the objects are " + ", ".join(parts)
+
+
+def edit_text(action: str, result: dict[str, Any], objects: list[dict[str, Any]]) -> str:
+    """What an edit button did, as the sentence the conversation shows."""
+    if action == "rename":
+        return f"Renamed object {result['object_id']} to “{result['name']}”."
+    if action == "remove":
+        return f"Removed object {result['removed']} (“{result['name']}”); {objects_sentence(objects)}."
+    if action == "undo":
+        return f"Undid the last change; {objects_sentence(objects)}."
+    return f"{action}: done; {objects_sentence(objects)}."
+
+
 def threads_html(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return '<p class="alref-muted">no saved conversations yet</p>'
@@ -184,16 +206,8 @@ def result_html(result: dict[str, Any]) -> str:
             (ref.get("id"), ref.get("text"), ref.get("status"), ref.get("reason"), f"{masks}/{frames}")
         )
         if result.get("strategy") == "tracks":
-            decided = f"concept '{ref.get('concept')}': {len(ref.get('accepted') or [])} of {len(ref.get('candidates') or [])} tracks accepted"
-            decisions.append(
-                (
-                    ref.get("id"),
-                    "tracks",
-                    decided,
-                    short(ref.get("rounds") or ref.get("judgements") or "", 600),
-                    "",
-                )
-            )
+            decided, reasoning = tracks_sentences(ref)
+            decisions.append((ref.get("id"), ref.get("decided_by") or "tracks", decided, reasoning, ""))
             continue
         for c in ref.get("clips") or []:
             chosen = (f"frame {c.get('pivot_frame')}, box {c.get('box_number') or 'top-scoring'} "
@@ -220,6 +234,47 @@ def result_html(result: dict[str, Any]) -> str:
         shown = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if isinstance(v, int | float))
         lines.append(f'<p class="alref-muted" id="alref-timings">timings: {e(shown)}</p>')
     return "".join(lines)
+
+
+def tracks_sentences(ref: dict[str, Any]) -> tuple[str, str]:
+    """A tracks-strategy reference as (what was chosen, how): candidates by the numbers the LLM saw on
+    the frames (never the internal track ids), each round's frames, verdicts and reasons, as sentences."""
+    candidates = [c for c in ref.get("candidates") or [] if isinstance(c, dict)]
+    number = {c.get("id"): c.get("number") or n for n, c in enumerate(candidates, start=1)}
+    accepted = [number.get(t, "?") for t in ref.get("accepted") or []]
+    concept = f"SAM 3 tracked “{ref.get('concept')}”: {len(candidates)} candidate(s)"
+    if accepted:
+        chosen = f"{concept}; accepted {_and(f'candidate {n}' for n in accepted)}."
+    else:
+        chosen = f"{concept}; none accepted."
+    lines = []
+    for r in ref.get("rounds") or []:
+        if not isinstance(r, dict):
+            continue
+        frames = ", ".join(str(f) for f in r.get("frames") or [])
+        head = f"Round {r.get('round')}" + (f" (frames {frames})" if frames else "")
+        head += (
+            " decided by the LLM" if r.get("decided_by") == "llm" else f" decided by {r.get('decided_by')}"
+        )
+        verdicts = []
+        for v in r.get("verdicts") or []:
+            if not isinstance(v, dict):
+                continue
+            n = v.get("number") or number.get(v.get("track"), "?")
+            word = {"accept": "accepted", "reject": "rejected", "uncertain": "uncertain"}.get(
+                str(v.get("verdict")), str(v.get("verdict"))
+            )
+            reason = f": {v['reason']}" if v.get("reason") else ""
+            verdicts.append(f"candidate {n} {word}{reason}")
+        lines.append(head + (": " + "; ".join(verdicts) if verdicts else "") + ".")
+    if ref.get("reason"):
+        lines.append(str(ref["reason"]).rstrip(".") + ".")
+    return chosen, short("\n".join(lines), 1200)
+
+
+def _and(items: Iterable[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _table(columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:

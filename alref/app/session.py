@@ -3,7 +3,13 @@ SQLite threads as `alref chat`) and its one-shot segment runs. Nothing here impo
 :mod:`alref.app.web` holds one :class:`TabSession` per tab in the page's per-session state.
 
 A conversation started here is continued by ``alref chat --resume THREAD`` and the other way round:
-the thread, its SQLite file and the chat's folder (``alref-chat/<thread>`` by default) are the CLI's.
+the thread, its SQLite file and the chat's folder (``alref-chat/<thread>`` by default) are the CLI's,
+and a resumed conversation runs with its own settings (the flags the app was started with win), in its
+own folder, with its stored masks.
+
+When the chat cannot start for a video, the page says which part failed: no LLM configured, or the
+models unavailable (:class:`ChatUnavailableError`, naming the model and how to provide it); the video
+stays open for the segment form.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from alref.agent.chat.agent import Chat, chat_store, list_threads
+from alref.agent.chat.agent import Chat, chat_store, list_threads, resumed_settings
 from alref.agent.chat.session import ChatSession
+from alref.app import render
 from alref.app.progress import Show, WebReporter
 from alref.config import Settings, load_settings
 from alref.core.workspace import MASKS_DIR, MASKS_FILE, OBJECTS_DIR, PALETTE_DIR, Workspace
-from alref.errors import InputError
+from alref.errors import AlrefError, InputError, ModelLoadError, ModelUnavailableError
 from alref.media.video import Video, open_video
 from alref.media.writers import OverlayWriter, atomic_write_json, rle_to_mask
 from alref.trace.record import read_events
@@ -32,6 +39,17 @@ from alref.trace.record import read_events
 
 def _quiet(fraction: float | None, text: str) -> None:
     pass
+
+
+NO_LLM = ("the chat needs a tool-calling LLM: start alref app with --llm MODEL (and --llm-base-url for a local "
+          "server) or set OPENAI_API_KEY")  # fmt: skip
+
+
+class ChatUnavailableError(AlrefError):
+    """An LLM is configured but the chat's models are not available (the message names the model and how
+    to provide it)."""
+
+    exit_code = 3
 
 
 @dataclass
@@ -64,11 +82,10 @@ class ShownChatSession(ChatSession):
         self.show(None, f"detecting on frame {frame}")
         return super().ground(frame, phrase)
 
-    def propagate(self) -> None:
-        if self.objects:
-            self._segmentation()
-            self.show(None, f"propagating {len(self.objects)} object(s) over {self.info.num_frames} frames")
-        super().propagate()
+    def _propagate(self) -> None:  # only when the masks of these objects are not stored
+        self._segmentation()
+        self.show(None, f"propagating {len(self.objects)} object(s) over {self.info.num_frames} frames")
+        super()._propagate()
 
 
 def _text_of(message: Any) -> str:
@@ -85,6 +102,7 @@ class TabSession:
     audio: Path | None = None
     info: Any = None
     chat: Chat | None = None
+    chat_error: AlrefError | None = None  # why the chat could not start for this video (models unavailable)
     history: list[tuple[str, str]] = field(default_factory=list)  # (role, text) as shown
     reports: list[dict[str, Any]] = field(default_factory=list)
     turn_events: list[dict[str, Any]] = field(default_factory=list)
@@ -107,9 +125,11 @@ class TabSession:
             shutil.copyfile(source, target)
         return target.resolve()
 
-    def open(self, video: str | Path, audio: str | Path | None = None, thread: str | None = None) -> Video:
+    def open(self, video: str | Path, audio: str | Path | None = None, thread: str | None = None,
+             settings: Settings | None = None, folder: Path | None = None) -> Video:  # fmt: skip
         """Open ``video`` (MediaError with a one-line message if it is not one) and, when an LLM is
-        configured, start a conversation about it (or continue ``thread``)."""
+        configured, start a conversation about it (or continue ``thread``, in ``folder``). When the chat's
+        models are unavailable the video stays open and :attr:`chat_error` says why."""
         opened = open_video(Path(video).expanduser())
         if audio is not None and not Path(audio).expanduser().is_file():
             raise InputError(f"audio file {audio} does not exist")
@@ -118,9 +138,13 @@ class TabSession:
         self.audio = Path(audio).expanduser().resolve() if audio else None
         self.info = opened.info
         self.history, self.reports, self.turn_events = [], [], []
-        settings = self.config.settings()
+        settings = settings or self.config.settings()
         if settings.llm_configured:
-            self._start_chat(settings, thread)
+            try:
+                self._start_chat(settings, thread, folder)
+            except (ModelUnavailableError, ModelLoadError) as exc:
+                self.close()
+                self.chat_error = exc
         return opened
 
     def resume(self, thread: str) -> Video:
@@ -134,11 +158,15 @@ class TabSession:
             saved = Chat.saved_state(saver, thread)
         if not saved.get("video"):
             raise InputError(f"conversation '{thread}' names no video")
-        if not self.config.settings().llm_configured:
-            raise InputError(
-                "continuing a conversation needs an LLM: start alref app with --llm MODEL (and --llm-base-url) or set OPENAI_API_KEY"
-            )
-        opened = self.open(saved["video"], saved.get("audio"), thread=thread)
+        settings = load_settings(**resumed_settings(saved, self.config.given))  # its own, the app's flags win
+        if not settings.llm_configured:
+            raise InputError(NO_LLM.replace("the chat needs", "continuing a conversation needs"))
+        folder = Path(saved["out"]) if saved.get("out") else None
+        opened = self.open(
+            saved["video"], saved.get("audio"), thread=thread, settings=settings, folder=folder
+        )
+        if self.chat_error is not None:
+            self._need_chat()  # says which model is missing
         for message in saved.get("messages", []):
             if isinstance(message, HumanMessage):
                 self.history.append(("user", _text_of(message)))
@@ -146,16 +174,18 @@ class TabSession:
                 self.history.append(("assistant", _text_of(message)))
         return opened
 
-    def _start_chat(self, settings: Settings, thread: str | None) -> None:
+    def _start_chat(self, settings: Settings, thread: str | None, folder: Path | None = None) -> None:
         self._saver = self._stack.enter_context(chat_store(self.config.db))
         saved = Chat.saved_state(self._saver, thread) if thread else {}
         thread = thread or uuid.uuid4().hex[:8]
-        session = ShownChatSession(self.video, self.config.chat_out / thread, settings, self.audio)
+        session = ShownChatSession(self.video, folder or self.config.chat_out / thread, settings, self.audio)
+        self._stack.callback(session.close)  # the decoded frames go with the conversation (unless kept)
         self.chat = Chat(session, None, self._saver, thread=thread, max_steps=self.config.max_steps)
-        session.restore(saved.get("objects"))
+        session.restore(saved.get("objects"))  # the stored masks; only missing ones are propagated
 
     def close(self) -> None:
         self.chat = None
+        self.chat_error = None
         self._saver = None
         self._stack.close()
         self._stack = ExitStack()
@@ -205,9 +235,9 @@ class TabSession:
         if self.chat is None:
             if self.video is None:
                 raise InputError("open a video first")
-            raise InputError(
-                "the chat needs a tool-calling LLM: start alref app with --llm MODEL (and --llm-base-url for a local server) or set OPENAI_API_KEY"
-            )
+            if self.chat_error is not None:  # an LLM is configured: the models are what is missing
+                raise ChatUnavailableError(f"the chat's models are unavailable: {self.chat_error}")
+            raise InputError(NO_LLM)
         return self.chat
 
     def edit(self, action: str, object_id: int | None = None, name: str = "") -> dict[str, Any]:
@@ -228,7 +258,7 @@ class TabSession:
             raise InputError(f"unknown action {action}")
         self._save_objects()
         self.write_overlay()
-        self.history.append(("assistant", f"({action}: {result})"))
+        self.history.append(("assistant", render.edit_text(action, result, session.describe_objects())))
         return result
 
     def _save_objects(self) -> None:

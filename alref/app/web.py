@@ -67,6 +67,13 @@ def _objects_html(tab: TabSession | None) -> str:
     return f'<table class="alref-table alref-objects"><tr>{head}</tr>{body}</table>'
 
 
+def _chat_error(tab: TabSession) -> str:
+    """Why the chat could not start although an LLM is configured (its models are unavailable)."""
+    if tab.chat_error is None:
+        return ""
+    return _status(f"the chat cannot start, its models are unavailable: {tab.chat_error}", error=True)
+
+
 def _video_info(tab: TabSession) -> str:
     info = tab.info
     audio = (
@@ -132,13 +139,13 @@ def build_app(config: AppConfig) -> Any:
                 None,
                 render.threads_html(tab.threads()),
             )
-        status = _video_info(tab) + (f"<p>{render.e(chat_note)}</p>" if chat_note else "")
+        status = _video_info(tab) + (f"<p>{render.e(chat_note)}</p>" if chat_note else "") + _chat_error(tab)
         return (*chat_outputs(tab, status), frame, render.threads_html(tab.threads()))
 
     def resume(tab, thread, progress=gr.Progress()):  # noqa: B008
         tab = tab_of(tab)
         try:
-            progress(None, desc="rebuilding the objects' masks")
+            progress(None, desc="opening the conversation")
             opened = tab.resume(thread or "")
             frame = opened.read_frame(0)
         except AlrefError as exc:
@@ -274,20 +281,24 @@ def build_app(config: AppConfig) -> Any:
                             run_trace = gr.HTML()
                             run_seen = gr.Gallery(label="images the model saw", columns=4, height=220)
 
+        # one progress bar per action (Gradio draws one on every output otherwise)
         chat_out = [tab_state, status, thread_html, chatbot, preview, overlay, objects, trace, seen, report]
         open_button.click(open_video, [tab_state, upload, path, audio_upload, audio_path],
-                          [*chat_out, first_frame, thread_list])  # fmt: skip
-        resume_button.click(resume, [tab_state, thread_box], [*chat_out, first_frame, thread_list])
+                          [*chat_out, first_frame, thread_list], show_progress_on=[status])  # fmt: skip
+        resume_button.click(resume, [tab_state, thread_box], [*chat_out, first_frame, thread_list],
+                            show_progress_on=[status])  # fmt: skip
         refresh.click(threads, [tab_state], [thread_list])
-        message.submit(send, [tab_state, message], [*chat_out, message])
+        message.submit(send, [tab_state, message], [*chat_out, message], show_progress_on=[chatbot])
         for button, action in ((rename_button, "rename"), (remove_button, "remove"), (undo_button, "undo")):
-            button.click(edit(action), [tab_state, object_id, new_name], chat_out)
-        download_button.click(downloads, [tab_state], [download_status, files])
+            button.click(edit(action), [tab_state, object_id, new_name], chat_out, show_progress_on=[objects])
+        download_button.click(
+            downloads, [tab_state], [download_status, files], show_progress_on=[download_status]
+        )
         segment_button.click(segment, [tab_state, kind, reference, strategy, models],
-                             [result, run_overlay, run_files, run_trace, run_seen])  # fmt: skip
+                             [result, run_overlay, run_files, run_trace, run_seen], show_progress_on=[result])  # fmt: skip
         if config.video:  # the video given on the command line is opened in every new tab
             page.load(open_video, [tab_state, upload, path, audio_upload, audio_path],
-                      [*chat_out, first_frame, thread_list])  # fmt: skip
+                      [*chat_out, first_frame, thread_list], show_progress_on=[status])  # fmt: skip
         else:
             page.load(threads, [tab_state], [thread_list])
     return page

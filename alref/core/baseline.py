@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alref.core.records import Clip, ClipDecision, Detections, clip_fields
+from alref.core.records import Clip, ClipDecision, ClipRevision, Detections, clip_fields, decision_clip
 
 
 def samples_by_score(clip: Clip, detections: Detections) -> list[int]:
@@ -104,3 +104,49 @@ def concept_of(reference: str) -> str:
             continue
         kept.append(word)
     return " ".join(kept[-3:])
+
+
+#: a box overlapping an excluded one this much (IoU) holds the same object: it is excluded too
+SAME_OBJECT_IOU = 0.8
+
+
+def _same_box(a: Sequence[float], b: Sequence[float]) -> bool:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return union <= 0 and list(a) == list(b) or union > 0 and inter / union >= SAME_OBJECT_IOU
+
+
+def next_candidate(
+    decision: ClipDecision, detections: Detections, excluded: Sequence[Sequence[float]], round_: int
+) -> ClipDecision:
+    """The clip's pivot once verification excluded boxes (``[frame, x0, y0, x1, y1]`` each; a box
+    on that frame overlapping one of them by IoU >= 0.8 holds the same object and is excluded too): the
+    highest-scoring box left on the same pivot frame, else on the next sampled frame by detection
+    score; none left: the clip is not used. The decision keeps what the agent recorded (its
+    reasoning, candidates, images) and says what changed."""
+    clip = decision_clip(decision)
+    was = decision.get("revised")
+    previous = {"previous_frame": was["previous_frame"], "previous_box": was["previous_box"],
+                "previous_decided_by": was["previous_decided_by"]} if was else {
+                "previous_frame": decision["pivot_frame"], "previous_box": decision["pivot_box"],
+                "previous_decided_by": decision["decided_by"]}  # fmt: skip
+    revision = ClipRevision(round=round_, excluded=[list(e) for e in excluded], **previous)  # type: ignore[typeddict-item]
+    frames = samples_by_score(clip, detections)
+    if decision["pivot_frame"] in frames:
+        frames.remove(decision["pivot_frame"])
+        frames.insert(0, decision["pivot_frame"])
+    for frame in frames:
+        for det in detections.get(frame, ()):
+            if any(int(e[0]) == frame and _same_box(e[1:], det.box) for e in excluded):
+                continue
+            where = "the same frame" if frame == decision["pivot_frame"] else f"sampled frame {frame}"
+            reason = (f"verification round {round_}: the object was the wrong one, so {len(excluded)} box(es) were "
+                      f"excluded; took the highest-scoring box left, on {where} ({det.score:.3f}, '{det.phrase}')")  # fmt: skip
+            return ClipDecision(**{**decision, "valid": True, "pivot_frame": frame, "pivot_box": list(det.box),  # type: ignore[typeddict-item]
+                                   "pivot_score": det.score, "decided_by": "verification", "reason": reason,
+                                   "revised": revision})  # fmt: skip
+    reason = f"verification round {round_}: the object was the wrong one and no other candidate box is left; clip not used"
+    return ClipDecision(**{**decision, "valid": False, "pivot_frame": None, "pivot_box": None,  # type: ignore[typeddict-item]
+                           "pivot_score": None, "decided_by": "verification", "reason": reason, "revised": revision})  # fmt: skip

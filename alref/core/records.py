@@ -17,7 +17,7 @@ from typing import Any, Literal, NotRequired
 from typing_extensions import TypedDict
 
 Box = list[float]
-DecidedBy = Literal["llm", "fallback", "baseline", "none"]
+DecidedBy = Literal["llm", "fallback", "baseline", "none", "verification", "person"]
 
 
 class Clip(TypedDict):
@@ -91,6 +91,17 @@ class ClipImages(TypedDict):
     boxes: str | None
 
 
+class ClipRevision(TypedDict):
+    """Verification said the pivot's object was the wrong one: the boxes excluded so far, and the
+    pivot the clip had before."""
+
+    round: int
+    excluded: list[list[float]]  # [frame, x0, y0, x1, y1] of every excluded box
+    previous_frame: int | None
+    previous_box: Box | None
+    previous_decided_by: str
+
+
 class ClipDecision(TypedDict):
     """The pivot of one reference in one clip — what the agent or the baseline decided, and why.
 
@@ -117,6 +128,7 @@ class ClipDecision(TypedDict):
     llm_chosen_frame: NotRequired[int | None]
     event: NotRequired[str]
     frame_reasoning: NotRequired[str]
+    frame_numbers: NotRequired[str]  # how the numbers in the LLM's reasoning map to video frames
     boxes_description: NotRequired[str]
     subject: NotRequired[str]
     syntax_reasoning: NotRequired[str]
@@ -125,6 +137,11 @@ class ClipDecision(TypedDict):
     box_colour: NotRequired[str | None]
     candidates: NotRequired[list[Candidate]]
     images: NotRequired[ClipImages]
+    # set when verification replaced the decided pivot (``decided_by`` is then "verification")
+    revised: NotRequired[ClipRevision]
+    # several boxes fitted equally: how it was settled; more boxes of the referent (one SAM 2 object each)
+    ambiguity: NotRequired[Ambiguity]
+    extra_boxes: NotRequired[list[Box]]
 
 
 class ReferenceDecision(TypedDict):
@@ -203,3 +220,87 @@ class TrackDecision(TypedDict):
     decided_by: DecidedBy
     reason: str
     not_found: str | None
+    ambiguity: NotRequired[Ambiguity]  # candidates stayed uncertain: how it was settled
+
+
+# --- verification after propagation -----------------------------------------------------------------
+
+CheckKind = Literal["empty", "vanishing", "overlap", "whole_frame"]
+
+
+class MaskCheck(TypedDict):
+    """A problem the cheap checks (no LLM) found in the propagated masks of one referent (two for
+    ``overlap``)."""
+
+    check: CheckKind
+    object: int
+    other: NotRequired[int]  # the other referent of an overlap
+    frames: list[int]  # the frames concerned, inclusive [first, last] span
+    detail: str
+
+
+VerdictKind = Literal["correct", "wrong_object", "partial", "target_absent", "unsure"]
+
+
+class ObjectVerdict(TypedDict):
+    """What verification concluded about one referent's masks."""
+
+    object: int
+    verdict: VerdictKind | Literal["unverified"]
+    reason: str
+    decided_by: DecidedBy  # llm; fallback (no usable answer: the masks are kept)
+
+
+class VerificationChange(TypedDict):
+    """What a verdict changed: the new decision for that referent, and whether it was re-propagated."""
+
+    object: int
+    action: Literal["next_candidate", "reject_tracks", "rejudge", "not_found", "none"]
+    detail: str
+    repropagated: bool
+
+
+class VerificationRound(TypedDict):
+    """One look at the masks: the frames shown (video frame numbers, as labelled on the image), the
+    image, the cheap checks it was told, the verdicts and what they changed."""
+
+    round: int
+    frames: list[int]
+    image: str | None  # relative to OUT/work/agent
+    checks: list[MaskCheck]
+    verdicts: list[ObjectVerdict]
+    changes: list[VerificationChange]
+
+
+# --- questions to the person (LangGraph interrupts) ------------------------------------------------------
+
+
+class QuestionOption(TypedDict):
+    number: int
+    label: str  # e.g. "red box" or "candidate 2 (green)"
+    box: NotRequired[Box | None]
+
+
+class Question(TypedDict):
+    """What a graph asks a person through LangGraph's ``interrupt()`` (the interrupt's value): JSON-able,
+    so the LangGraph server, Studio and the SDK show it as it is."""
+
+    kind: Literal["ambiguous_box", "ambiguous_tracks", "verify_unsure"]
+    ref: int
+    clip: NotRequired[int | None]
+    reference: str
+    frame: NotRequired[int | None]  # the video frame the options are drawn on (0-based)
+    question: str
+    options: list[QuestionOption]
+    image: str | None  # the options drawn with their numbers (a path on the machine that runs alref)
+    error: NotRequired[str | None]  # why the previous answer could not be used
+
+
+class Ambiguity(TypedDict):
+    """A clip (or reference) where several candidates fit the sentence equally, and how it was settled."""
+
+    numbers: list[int]  # the candidates that fit equally (the LLM's pick first)
+    asked: bool  # a person was asked
+    answer: str | None  # what the person answered (as given)
+    policy: str | None  # --ambiguous when nobody was asked
+    decided: str  # in words: what was taken

@@ -9,7 +9,9 @@
                      agent/tiles/lbru.jpg           (the sound step's tile)
                      agent/boxes/ref<R>_clip<NNN>_frame<F>.jpg   (numbered candidate boxes)
                      agent/tracks/ref<R>_round<K>.jpg (the tracks strategy's candidates, set-of-marks)
+                     agent/verify/round<K>.jpg      (verification: the masks outlined, with object ids)
                      tracks/<concept digest>.json  (a concept's tracks, masks as RLE)
+                     chat/masks_<objects digest>.json (a chat's objects' masks as RLE)
     OUT/trace/       events.jsonl  images/<sha256[:16]>.jpg
 
 ``work/`` is deleted after a finished run unless ``--keep-work``, except what a rerun needs to skip
@@ -120,6 +122,13 @@ class Workspace:
 
     def round_image(self, ref: int, round_: int) -> Path:
         return self.agent / "tracks" / f"ref{ref}_round{round_}.jpg"
+
+    def verify_image(self, round_: int) -> Path:
+        return self.agent / "verify" / f"round{round_}.jpg"
+
+    def chat_masks(self, digest: str) -> Path:
+        """The masks of a chat's objects (as RLE) for the objects whose prompts hash to ``digest``."""
+        return self.work / "chat" / f"masks_{digest}.json"
 
     def concept_tracks(self, concept: str) -> Path:
         import hashlib

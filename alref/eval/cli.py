@@ -29,11 +29,13 @@ from alref.options import (
     SettingsCommand,
     settings_options,
 )
+from alref.terminal import AlrefCommand, AlrefGroup
 
 eval_app = typer.Typer(
     help="Benchmarks: run alref over Ref-DAVIS17, Ref-YouTube-VOS, MeViS, ReVOS or AVSBench, and score "
     "predictions exactly as the official tools do.",
     no_args_is_help=True,
+    cls=AlrefGroup,
 )
 Protocol = Enum("Protocol", {name: name for name in PROTOCOLS}, type=str)  # type: ignore[misc]
 out_console = Console(soft_wrap=True, emoji=False)
@@ -59,7 +61,7 @@ def _table(title: str, scores: dict[str, Any], extra: dict[str, Any]) -> Table:
     return table
 
 
-@eval_app.command("score")
+@eval_app.command("score", cls=AlrefCommand)
 def score_cmd(
     protocol: Annotated[Protocol, typer.Option("--protocol", help="scoring protocol")],  # type: ignore[valid-type]
     pred: Annotated[Path, typer.Option("--pred", help="predictions folder")],
@@ -134,7 +136,7 @@ def run_cmd(
     names = [n.strip() for value in videos or [] for n in value.split(",") if n.strip()] or None
     executor = None
     if ray or ray_address or ray_workers:
-        from alref.pipeline.batch import batch_executor
+        from alref.pipeline.cluster import batch_executor
 
         executor = batch_executor(settings, ray=ray, address=ray_address, cpus_per_worker=ray_cpus_per_worker,
                                   workers=ray_workers, force=force)  # fmt: skip
@@ -168,7 +170,7 @@ def run_cmd(
         )
 
 
-@eval_app.command("compare")
+@eval_app.command("compare", cls=AlrefCommand)
 def compare_cmd(
     runs: Annotated[
         list[Path], typer.Argument(help="finished `alref eval run --out` folders, e.g. one per strategy")
@@ -186,7 +188,11 @@ def compare_cmd(
     table.add_column("metric")
     for run in data["runs"]:
         table.add_column(
-            escape(f"{Path(run['folder']).name} ({run['dataset']}, {run['strategy']})"), justify="right"
+            escape(
+                f"{Path(run['folder']).name} ({run['dataset']}, {run['strategy']}, "
+                f"verify {'on' if run.get('verify') else 'off'})"
+            ),
+            justify="right",
         )
     for key, values in data["metrics"].items():
         table.add_row(key, *(_fmt(v) for v in values))

@@ -176,6 +176,10 @@ def run_eval(
     summary = _finish(ds, items, pred_root, out, time.perf_counter() - started)
     summary["strategy"] = settings.strategy
     summary["smoke"] = smoke or any(r.get("smoke") for r in read_results(results_path))
+    summary["verification"] = verification_summary(
+        read_results(results_path),
+        bool(settings.verify and (settings.llm_configured or chat_model is not None)),
+    )
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -206,6 +210,7 @@ def _write_video(
         ref = refs[i] if i < len(refs) else {}
         record = base | {"expression": e.id, "text": e.text, "status": ref.get("status"),
                          "frames_with_mask": int(np.count_nonzero(masks[i].any(axis=(1, 2))))}  # fmt: skip
+        record |= _verification_fields(result, ref)
         if e.annotator is not None:
             record["annotator"] = e.annotator
         if isinstance(ds, (Mevis, Revos)) and ds.gt is not None:
@@ -213,6 +218,30 @@ def _write_video(
             record |= {"J": float(np.mean(j)) * 100, "F": float(np.mean(f)) * 100}
         records.append(record)
     return records
+
+
+def _verification_fields(result: dict, ref: dict) -> dict[str, Any]:
+    """What verification said about one expression's referent, and whether it changed its masks."""
+    record = result.get("verification") or {}
+    checks = [
+        c["check"] for c in record.get("checks", []) if ref.get("id") in (c.get("object"), c.get("other"))
+    ]
+    return {"verdict": (ref.get("verification") or {}).get("verdict"), "checks": checks,
+            "changed_by_verification": ref.get("id") in record.get("changed_objects", [])}  # fmt: skip
+
+
+def verification_summary(records: list[dict[str, Any]], on: bool) -> dict[str, Any]:
+    """summary.json's ``verification``: whether the LLM verified, the verdicts, the checks flagged and
+    how many expressions it changed (``alref eval compare`` shows a run with and without side by side)."""
+    verdicts: dict[str, int] = {}
+    checks: dict[str, int] = {}
+    for r in records:
+        if r.get("verdict"):
+            verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
+        for c in r.get("checks") or []:
+            checks[c] = checks.get(c, 0) + 1
+    return {"on": on, "verdicts": verdicts, "checks": checks,
+            "changed": sum(bool(r.get("changed_by_verification")) for r in records)}  # fmt: skip
 
 
 def _frame_shape(masks: list[np.ndarray], video: VideoItem) -> tuple[int, int]:
@@ -270,14 +299,23 @@ def compare_runs(folders: Sequence[Path]) -> dict[str, Any]:
             raise InputError(
                 f"{folder} has no readable summary.json: is it a finished `alref eval run --out` folder?"
             ) from None
+        verification = summary.get("verification") or {}
         runs.append(
             {
                 "folder": str(folder),
                 "dataset": summary.get("dataset"),
                 "strategy": summary.get("strategy", "pivot"),
+                "verify": bool(verification.get("on")),
             }
         )
-        tables.append(summary.get("scores") or {})
+        table = dict(summary.get("scores") or {})
+        if verification:  # the verification's counts under the scores
+            table["verification: expressions changed"] = verification.get("changed", 0)
+            for verdict, count in sorted((verification.get("verdicts") or {}).items()):
+                table[f"verification: {verdict}"] = count
+            for check, count in sorted((verification.get("checks") or {}).items()):
+                table[f"check flagged: {check}"] = count
+        tables.append(table)
     metrics: dict[str, list[Any]] = {}
     for table in tables:
         for key in table:

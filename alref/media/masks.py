@@ -66,6 +66,10 @@ class MaskSink:
         self.multi = len(self.objects) > 1
         self.rles: dict[int, dict[int, dict]] = {obj: {} for obj in self.objects}
         self.area: dict[int, dict[int, int]] = {obj: {} for obj in self.objects}
+        #: (a, b), a < b -> frame -> pixels in both masks (frames where they meet): the overlap check
+        self.intersections: dict[tuple[int, int], dict[int, int]] = {
+            (a, b): {} for a in self.objects for b in self.objects if a < b
+        }
         (out / "masks").mkdir(parents=True, exist_ok=True)
         if self.multi or self.palette_ids:
             (out / "palette").mkdir(exist_ok=True)
@@ -81,9 +85,11 @@ class MaskSink:
         return planes * self.info.height * self.info.width
 
     def close(self) -> None:
-        """Wait until every PNG is written; raises OutputWriteError if one could not be."""
+        """Wait until every PNG is written; raises OutputWriteError if one could not be. Masks added
+        later (verification replacing an object's masks) are written at once, on the caller's thread."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
     def __enter__(self) -> MaskSink:
         return self
@@ -121,6 +127,8 @@ class MaskSink:
                 per_object.append((obj, mask if self.writer is None else mask.copy()))
             if palette is not None:
                 palette[mask] = self.palette_ids.get(obj, obj)
+        if self.multi:
+            self._intersect(frame, per_object)
         item = (name, per_object, union, palette)
         if self.writer is None:
             self._write(item)
@@ -128,6 +136,22 @@ class MaskSink:
             self.writer.put(item)
         for listener in self.listeners:
             listener(frame)
+
+    def _intersect(self, frame: int, per_object: list[tuple[int, np.ndarray]]) -> None:
+        areas = {obj: self.area[obj][frame] for obj, _ in per_object}
+        for i, (a, mask_a) in enumerate(per_object):
+            for b, mask_b in per_object[i + 1 :]:
+                both = int(np.count_nonzero(mask_a & mask_b)) if areas[a] and areas[b] else 0
+                if both:
+                    self.intersections[(a, b)][frame] = both
+                else:
+                    self.intersections[(a, b)].pop(frame, None)
+
+    def replace(self, frame: int, masks: Mapping[int, np.ndarray]) -> None:
+        """New masks for some objects on ``frame`` (verification re-propagated them, or found the
+        target absent); the other objects keep theirs. Every file of the frame is rewritten atomically."""
+        current = {obj: rle_to_mask(self.rles[obj][frame]) for obj in self.objects if obj not in masks}
+        self.add(frame, current | dict(masks))
 
     def _write(self, item: tuple[str, list[tuple[int, np.ndarray]], np.ndarray, np.ndarray | None]) -> None:
         name, per_object, union, palette = item

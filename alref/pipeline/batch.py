@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from alref.config import Settings
-from alref.errors import AlrefError, InputError
+from alref.errors import AlrefError
 from alref.progress import Reporter
 
 
@@ -146,21 +146,6 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
-
-
-def batch_executor(
-    settings: Settings, *, ray: bool, address: str | None, cpus_per_worker: float, workers: int | None,
-    force: bool,
-) -> Executor:  # fmt: skip
-    """The executor the batch options ask for: Ray (``--ray`` / ``--ray-address``) or this process."""
-    if ray or address:
-        from alref.pipeline.cluster import RayExecutor
-
-        return RayExecutor(settings, address=address, cpus_per_worker=cpus_per_worker, workers=workers,
-                           force=force)  # fmt: skip
-    if workers is not None:
-        raise InputError("--ray-workers needs --ray or --ray-address")
-    return LocalExecutor(settings, force=force)
 
 
 class _Prefetch:

@@ -30,9 +30,10 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from alref import threads
 from alref.config import Settings
 from alref.errors import AlrefError, InputError
-from alref.pipeline.batch import Job, Outcome, Progress, run_job
+from alref.pipeline.batch import Executor, Job, LocalExecutor, Outcome, Progress, run_job
 from alref.progress import Reporter
 
 MAX_ATTEMPTS = 3  # a video whose worker died this many times is reported failed
@@ -95,15 +96,28 @@ def worker_settings(settings: Settings) -> Settings:
     return settings
 
 
-def torch_threads() -> int:
-    """The torch threads a run without Ray uses on this machine (``OMP_NUM_THREADS``, else every
-    usable CPU), given to every worker: torch's float sums depend on the thread count, so a worker with
-    Ray's own choice (one thread per CPU it holds) could flip a pixel of a mask here and there, and the
-    masks would not be the same bytes as without Ray. (On a GPU the model runs on the GPU either way.)"""
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def torch_threads(settings: Settings) -> int:
+    """The torch threads a run without Ray uses on this machine (:func:`alref.threads.torch_threads`: the
+    ``threads`` setting, else ``OMP_NUM_THREADS``, else every usable CPU), given to every worker: torch's
+    float sums depend on the thread count, so a worker with Ray's own choice (one thread per CPU it
+    holds) could flip a pixel of a mask here and there, and the masks would not be the same bytes as
+    without Ray. (On a GPU the model runs on the GPU either way.)"""
+    return threads.torch_threads(settings.threads)
+
+
+def batch_executor(
+    settings: Settings, *, ray: bool, address: str | None, cpus_per_worker: float, workers: int | None,
+    force: bool,
+) -> Executor:  # fmt: skip
+    """The executor the batch options ask for: Ray (``--ray`` / ``--ray-address``) or this process
+    (:class:`alref.pipeline.batch.LocalExecutor`). It lives here so that this module uses the batch
+    runner and never the other way round."""
+    if ray or address:
+        return RayExecutor(settings, address=address, cpus_per_worker=cpus_per_worker, workers=workers,
+                           force=force)  # fmt: skip
+    if workers is not None:
+        raise InputError("--ray-workers needs --ray or --ray-address")
+    return LocalExecutor(settings, force=force)
 
 
 class _Gate:
@@ -142,12 +156,10 @@ class _Worker:
     def __init__(self, settings: Settings, gate: Any, index: int, torch_threads: int) -> None:
         self.settings, self.gate, self.index = settings, gate, index
         self.holder = f"{index}:{os.getpid()}"
-        # workers of one node share its cores: idle OpenMP threads sleep instead of spinning (how they
-        # wait changes no result); set before torch starts its thread pool
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        import torch
-
-        torch.set_num_threads(torch_threads)  # Ray sets one per CPU of the worker; see torch_threads()
+        # workers of one node share its cores: alref.threads made idle OpenMP threads sleep instead of
+        # spinning when this process imported alref (before torch); Ray sets one thread per CPU of the
+        # worker, the driver's count replaces it (see torch_threads())
+        threads.use_threads(torch_threads)
         if gate is not None:
             from alref.agent.llm import set_admission
 
@@ -238,8 +250,8 @@ class RayExecutor:
         if self.settings.llm_configured or self.settings.llm_base_url:
             self.gate = ray.remote(_Gate).options(num_cpus=0).remote(self.settings.llm_concurrency)
         worker_cls = ray.remote(_Worker).options(**options, max_restarts=-1, max_task_retries=0)
-        threads = torch_threads()
-        self.actors = [worker_cls.remote(self.settings, self.gate, i, threads) for i in range(count)]
+        count_threads = torch_threads(self.settings)
+        self.actors = [worker_cls.remote(self.settings, self.gate, i, count_threads) for i in range(count)]
         self.infos = ray.get([a.ready.remote() for a in self.actors])
         for info in self.infos:
             if "error" in info:

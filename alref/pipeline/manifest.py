@@ -298,6 +298,12 @@ def incomplete_error(summary: dict[str, Any]) -> BatchIncomplete | None:
         parts.append(f"{bad} manifest row{'s' if bad != 1 else ''} skipped")
     if failed:
         parts.append(f"{failed} of {summary['videos']} videos failed")
-    return BatchIncomplete(
-        f"{' and '.join(parts)}; the other videos are in {summary['out']} (see {summary['results']})"
-    )
+    text = f"{' and '.join(parts)}; the other videos are in {summary['out']} (see {summary['results']})"
+    # a model that is missing or does not load fails every video alike: exit 3, as a single run does, with
+    # its message (what to pull or pass), not only the count
+    model = next((r for r in summary["records"] if r["status"] == "failed" and r.get("exit_code") == 3), None)
+    if model is None:
+        return BatchIncomplete(text)
+    error = BatchIncomplete(f"{model['error']} ({text})")
+    error.exit_code = 3
+    return error

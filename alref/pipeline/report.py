@@ -42,7 +42,12 @@ def llm_decisions(
 ) -> dict[str, Any]:
     """How the clips with candidates were really decided: by the LLM, or by the baseline fallback (and
     the most common reason why)."""
-    decided = [d for r in results for d in r["clips"] if d["decided_by"] in ("llm", "fallback")]
+    decided = [
+        d
+        for r in results
+        for d in r["clips"]
+        if d["decided_by"] in ("llm", "fallback", "verification", "person")
+    ]
     fell_back = [d for d in decided if d["decided_by"] == "fallback"]
     reason = None
     if fell_back:
@@ -205,7 +210,7 @@ def build_tracks_result(video, settings, models, decisions: list[TrackDecision],
         refs.append({"id": d["id"], "text": d["text"], "status": status, "reason": d["reason"],
                      "decided_by": d["decided_by"], "concept": d["concept"], "concepts_tried": d["concepts_tried"],
                      "candidates": candidates, "rounds": d["rounds"], "accepted": d["accepted"],
-                     "masks": sink.summary(d["id"])})  # fmt: skip
+                     "masks": sink.summary(d["id"])} | ({"ambiguity": d["ambiguity"]} if d.get("ambiguity") else {}))  # fmt: skip
     return _result(video, settings, models, refs, timer, run_key, sink,
                    "no LLM configured: the highest-scoring SAM 3 track of each sentence's concept")  # fmt: skip
 

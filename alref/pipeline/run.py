@@ -33,6 +33,7 @@ from alref.agent.checkpoint import sqlite_saver
 from alref.agent.context import AgentContext
 from alref.agent.feed import InputFeed
 from alref.agent.llm import LLMClient
+from alref.agent.questions import QuestionPending
 from alref.agent.select import select_pivots
 from alref.config import Settings
 from alref.core.records import Reference
@@ -62,6 +63,7 @@ from alref.pipeline.stages import (
     propagate_all,
     remove_frame_store,
 )
+from alref.pipeline.verify import apply_verification, make_verifier, pivot_actions
 from alref.progress import Relay, Reporter
 from alref.tools.registry import Models, resolve_models
 from alref.trace.record import Tracer
@@ -86,8 +88,14 @@ def segment_video(
     force: bool = False,
     chat_model: Any = None,
     audio: AudioRequest | None = None,
+    answers: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline; returns the result.json content (also written to ``out``).
+
+    With ``settings.ask`` the agent may stop to ask a person (several candidates fit the sentence
+    equally): :class:`~alref.agent.questions.QuestionPending` is raised with the questions, after the
+    decoding and detection are saved; calling again with ``answers`` ({question id: answer}) continues
+    from the checkpoint in ``out/work`` (hours later if need be), recomputing nothing finished.
 
     With an LLM configured (or ``chat_model``, any LangChain chat model) the pivots are chosen by
     the GPT-PS agent; otherwise by the baseline. With ``audio`` the references come from the sound
@@ -155,7 +163,7 @@ def segment_video(
     tracer.event("run_start", run_key=run_key, resumed=resumed, references=references, input=info.to_dict())
     if tracks_mode:
         result = tracks_strategy.segment_tracks(video, references, out, settings, reporter, chat_model, run_key, models, timer,
-                                started, workspace, tracer)  # fmt: skip
+                                started, workspace, tracer, answers)  # fmt: skip
         return _finish(result, workspace, tracer, timer, reporter, settings, out)
     ctx = None
     tools = f"{models.grounding_tool.name} + {models.segmentation_tool.name}"
@@ -184,7 +192,7 @@ def segment_video(
         refs = [Reference(id=i, text=text, hint_frame=None) for i, text in enumerate(references, start=1)]
         store, detections, results = _decode_detect_and_select(video, segmenter, sampled, clips, refs, workspace, reporter,
                                                                video_digest, detector, settings, models, run_key, ctx,
-                                                               tracer, timer)  # fmt: skip
+                                                               tracer, timer, answers)  # fmt: skip
     elif settings.overlap and audio is None:
         store, detections = decode_and_detect(video, segmenter, sampled, workspace, reporter, video_digest, detector,
                                               references, settings, models, run_key, None, timer)  # fmt: skip
@@ -203,17 +211,13 @@ def segment_video(
         if refs:
             with reporter.stage("reasoning" if ctx else "selection", len(refs) * len(clips)) as stage:
                 results = _select(
-                    refs, clips, detections, settings, ctx, workspace, run_key, tracer, stage.advance
+                    refs, clips, detections, settings, ctx, workspace, run_key, tracer, stage.advance, answers
                 )
         timer.add("selection", t)
 
     objects = {r["id"]: r["text"] for r in refs}
     palette = {c["id"]: c["palette_index"] for c in plan.categories} if plan else None
-    boxes: dict[int, list] = {}
-    for r in results:
-        for d in r["clips"]:
-            if d["valid"]:
-                boxes.setdefault(d["pivot_frame"], []).append((d["pivot_box"], f"{r['id']}"))
+    boxes = pivot_boxes(results)
     queued = QUEUE_FRAMES if settings.overlap else 0  # PNGs written on a thread while SAM 2 propagates
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(MaskSink(out, info, objects, gate=plan.gate if plan else None,
@@ -235,15 +239,39 @@ def segment_video(
                     write_overlay(workspace.overlay, video, sink, boxes, stage)
         timer.add("writing", t)
 
+    verifier = make_verifier(ctx, settings, video, sink, run_key, reporter, answers)
+    if verifier.ctx is not None:
+        t = time.perf_counter()
+        by_id = {r["id"]: r for r in results}
+        act = pivot_actions(results, detections, starts, segmenter, store, sink, reporter, verifier)
+        verifier.run({r["id"]: r["text"] for r in results}, act,
+                     found=lambda obj: not by_id[obj]["not_found"] and starts[obj]["frame"] is not None)  # fmt: skip
+        if verifier.changed:  # masks.json and overlay.mp4 again, with the replaced masks
+            sink.write_json()
+            if settings.overlay:
+                with reporter.stage("overlay", info.num_frames) as stage:
+                    write_overlay(workspace.overlay, video, sink, pivot_boxes(results), stage)
+        timer.add("verification", t)
     if not settings.keep_work:
         remove_frame_store(store)
     timer.times["total"] = round(time.perf_counter() - started, 3)
     result = build_result(video, settings, models, clips, detections, results, starts, sink, timer, run_key)
+    apply_verification(result, verifier)
     if ctx is not None:
         apply_agent_outcome(result, results, ctx.llm, settings, chat_model)
     if plan is not None:
         apply_audio_plan(result, plan, sink, audio_sources)
     return _finish(result, workspace, tracer, timer, reporter, settings, out)
+
+
+def pivot_boxes(results) -> dict[int, list]:
+    """The pivot boxes overlay.mp4 draws: frame -> (box, object id)."""
+    boxes: dict[int, list] = {}
+    for r in results:
+        for d in r["clips"]:
+            if d["valid"]:
+                boxes.setdefault(d["pivot_frame"], []).append((d["pivot_box"], f"{r['id']}"))
+    return boxes
 
 
 def _decode_then_detect(video, video_path, segmenter, sampled, workspace, reporter, video_digest, detector,
@@ -260,6 +288,11 @@ def _decode_then_detect(video, video_path, segmenter, sampled, workspace, report
             plan = plan_audio(audio, Path(video_path), video.info, settings, sampled_frames, workspace,
                               audio_sources, models.device, ctx)  # fmt: skip
         references = plan.references
+        lbru = plan.report.get("lbru") or {}
+        if lbru.get("decided_by") == "fallback":  # as a pivot step that fell back, said where it is seen
+            reporter.warn(
+                f"naming the sounding objects fell back to the label table: {lbru.get('fallback_reason')}"
+            )
         reporter.note(f"sounding objects: {', '.join(c['category'] for c in plan.categories) or 'none'}")
         timer.add("audio", t)
     t = time.perf_counter()
@@ -274,7 +307,7 @@ def _decode_then_detect(video, video_path, segmenter, sampled, workspace, report
 
 def _decode_detect_and_select(video, segmenter, sampled, clips, refs, workspace: Workspace, reporter: Reporter,
                               video_digest, detector, settings: Settings, models, run_key, ctx: AgentContext,
-                              tracer, timer):  # fmt: skip
+                              tracer, timer, answers=None):  # fmt: skip
     """``decode_and_detect`` and the agent's selection at once (``overlap``, a sentence reference):
     a clip's branch starts as soon as its sampled frames are saved, and takes its boxes when their
     batch is detected, through an :class:`InputFeed`; the detections and so the decisions are the
@@ -307,7 +340,9 @@ def _decode_detect_and_select(video, segmenter, sampled, clips, refs, workspace:
         try:
             with relay.stage("reasoning", len(refs) * len(clips)) as stage:
                 return _select(refs, clips, None, settings, replace(ctx, feed=feed), workspace, run_key, tracer,
-                               stage.advance)  # fmt: skip
+                               stage.advance, answers)  # fmt: skip
+        except QuestionPending:
+            raise  # decoding and detection finish and are saved: the answer resumes without them
         except BaseException:
             cancel.set()
             raise
@@ -345,13 +380,15 @@ def _finish(result, workspace: Workspace, tracer, timer, reporter: Reporter, set
     return result
 
 
-def _select(refs, clips, detections, settings, ctx, workspace: Workspace, run_key, tracer, advance):
+def _select(
+    refs, clips, detections, settings, ctx, workspace: Workspace, run_key, tracer, advance, answers=None
+):
     """The agent's selection, checkpointed in work/agent.sqlite under the run's identity, or the baseline."""
     if ctx is None:
         return select_pivots(refs, clips, detections, settings, None, on_clip=advance, tracer=tracer)
     with sqlite_saver(workspace.checkpoint) as saver:
         return select_pivots(refs, clips, detections, settings, ctx, checkpointer=saver, thread_id=run_key,
-                             on_clip=advance)  # fmt: skip
+                             on_clip=advance, resume=answers)  # fmt: skip
 
 
 def _continues_earlier_run(workspace: Workspace, run_key: str, force: bool) -> bool:

@@ -314,19 +314,40 @@ def propagate_all(
     prompted = [r for r in results if starts[r["id"]]["frame"] is not None]
     if prompted:
         session = segmenter.start_session(store, info.height, info.width)
+        parts: dict[int, int] = {}  # SAM 2 object id -> the reference it is a part of (extra boxes)
         for ref in prompted:
             for d in ref["clips"]:
                 if d["valid"]:
                     session.add_box(d["pivot_frame"], ref["id"], tuple(d["pivot_box"]))
+                    for k, box in enumerate(d.get("extra_boxes") or [], start=1):
+                        part = EXTRA_OBJECTS * ref["id"] + 100 * d["clip"] + k
+                        parts[part] = ref["id"]
+                        session.add_box(d["pivot_frame"], part, tuple(box))
         # one propagation serves every object; it starts at the first object's start frame
         first = starts[prompted[0]["id"]]["frame"]
         with reporter.stage("propagation", info.num_frames) as stage:
             for frame, masks in session.propagate(first, progress=stage.advance):
-                sink.add(frame, masks)
+                sink.add(frame, merge_parts(masks, parts))
         for ref in prompted:
             starts[ref["id"]]["propagated_from"] = first
     sink.fill_missing()
     return starts
+
+
+#: the SAM 2 object ids of a reference's extra boxes (several candidates taken: ``--ambiguous all`` or a
+#: person naming several) start at this multiple of the reference's id; their masks join the reference's
+EXTRA_OBJECTS = 100_000
+
+
+def merge_parts(masks: dict[int, Any], parts: dict[int, int]) -> dict[int, Any]:
+    """Each extra box's mask joined to its reference's (the union)."""
+    if not parts:
+        return masks
+    merged: dict[int, Any] = {}
+    for obj, mask in masks.items():
+        owner = parts.get(obj, obj)
+        merged[owner] = mask if owner not in merged else (merged[owner] | mask)
+    return merged
 
 
 def remove_frame_store(store: MemmapFrameStore) -> None:

@@ -67,33 +67,40 @@ def write_masks(decisions: list[TrackDecision], source: VideoTracks, sink: MaskS
         for frame in range(num_frames):
             masks = {}
             for d in decisions:
-                union = None
-                for tid in d["accepted"]:
-                    t = next(t for t in d["candidates"] if t["id"] == tid)
-                    if frame in t["frames"]:
-                        m = source.mask(d["concept"], tid, frame)
-                        union = m if union is None else (union | m)
+                union = union_mask(d, source, frame)
                 if union is not None:
                     masks[d["id"]] = union
             sink.add(frame, masks)
             stage.advance()
 
 
+def union_mask(decision: TrackDecision, source: VideoTracks, frame: int) -> Any:
+    """The union of the decision's accepted tracks on ``frame`` (None where none of them is)."""
+    union = None
+    for tid in decision["accepted"]:
+        t = next(t for t in decision["candidates"] if t["id"] == tid)
+        if frame in t["frames"]:
+            m = source.mask(decision["concept"], tid, frame)
+            union = m if union is None else (union | m)
+    return union
+
+
 def decide(refs: list[Reference], settings: Settings, source: VideoTracks, ctx: AgentContext | None,
-           workspace: Workspace, run_key: str, tracer: Any, advance: Any) -> list[TrackDecision]:  # fmt: skip
+           workspace: Workspace, run_key: str, tracer: Any, advance: Any, answers: Any = None) -> list[TrackDecision]:  # fmt: skip
     if ctx is None:
         return select_tracks(refs, settings, source, None, on_reference=advance, tracer=tracer)
     with sqlite_saver(workspace.checkpoint) as saver:
         return select_tracks(refs, settings, source, ctx, checkpointer=saver, thread_id=run_key,
-                             on_reference=advance)  # fmt: skip
+                             on_reference=advance, resume=answers)  # fmt: skip
 
 
 def segment_tracks(video: Any, references: list[str], out: Path, settings: Settings, reporter: Reporter,
                    chat_model: Any, run_key: str, models: TrackModels, timer: Any, started: float,
-                   workspace: Workspace, tracer: Any) -> dict[str, Any]:  # fmt: skip
+                   workspace: Workspace, tracer: Any, answers: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """The tracks strategy after the run's identity, workspace and trace are set up (see run.py)."""
     from alref.pipeline.report import apply_tracks_outcome, build_tracks_result, llm_label
     from alref.pipeline.stages import decode, remove_frame_store
+    from alref.pipeline.verify import apply_verification, make_verifier, tracks_actions
 
     info = video.info
     llm = None
@@ -107,6 +114,8 @@ def segment_tracks(video: Any, references: list[str], out: Path, settings: Setti
     t = time.perf_counter()
     tracker = models.tool.load(models.source, models.device, precision=settings.precision)
     timer.add("load_models", t)
+    if skipped := getattr(tracker, "skipped_postprocessing", None):  # instead of transformers' warning
+        reporter.note(skipped)
     clips = make_clips(info.num_frames, settings.clip_frames, settings.samples)
     sampled = sorted({f for c in clips for f in c["samples"]})
     t = time.perf_counter()
@@ -121,7 +130,7 @@ def segment_tracks(video: Any, references: list[str], out: Path, settings: Setti
     refs = [Reference(id=i, text=text) for i, text in enumerate(references, start=1)]
     t = time.perf_counter()
     with reporter.stage("reasoning" if ctx else "selection", len(refs)) as stage:
-        decisions = decide(refs, settings, source, ctx, workspace, run_key, tracer, stage.advance)
+        decisions = decide(refs, settings, source, ctx, workspace, run_key, tracer, stage.advance, answers)
     timer.add("selection", t)
     queued = QUEUE_FRAMES if settings.overlap else 0  # PNGs written on a thread while the masks are made
     with MaskSink(out, info, {r["id"]: r["text"] for r in refs}, queue_frames=queued) as sink:
@@ -132,10 +141,24 @@ def segment_tracks(video: Any, references: list[str], out: Path, settings: Setti
             with reporter.stage("overlay", info.num_frames) as stage:
                 write_overlay(workspace.overlay, video, sink, {}, stage)
         timer.add("writing", t)
+    verifier = make_verifier(ctx, settings, video, sink, run_key, reporter, answers)
+    if verifier.ctx is not None:
+        t = time.perf_counter()
+        act = tracks_actions(decisions, lambda d, f: union_mask(d, source, f), ctx, sink, run_key, answers)
+        by_id = lambda obj: next(d for d in decisions if d["id"] == obj)  # noqa: E731 - decisions change
+        verifier.run({r["id"]: r["text"] for r in refs}, act,
+                     found=lambda obj: not by_id(obj)["not_found"] and bool(by_id(obj)["accepted"]))  # fmt: skip
+        if verifier.changed:  # masks.json and overlay.mp4 again, with the replaced masks
+            sink.write_json()
+            if settings.overlay:
+                with reporter.stage("overlay", info.num_frames) as stage:
+                    write_overlay(workspace.overlay, video, sink, {}, stage)
+        timer.add("verification", t)
     if not settings.keep_work:
         remove_frame_store(store)
     timer.times["total"] = round(time.perf_counter() - started, 3)
     result = build_tracks_result(video, settings, models, decisions, sink, timer, run_key)
+    apply_verification(result, verifier)
     if ctx is not None:
         apply_tracks_outcome(result, decisions, ctx.llm, settings, chat_model)
     return result

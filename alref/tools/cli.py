@@ -35,18 +35,27 @@ def tools_list(as_json: Annotated[bool, typer.Option("--json", help="print as JS
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
         return
-    from rich.console import Console
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    table = Table("role", "name", "from", "default model", "arguments", "status")
-    for column in table.columns:
-        column.overflow = "fold"  # model ids are printed whole
+    from alref.terminal import console
+
+    # two columns, so that 80 are enough: the role, and the tool with its model and arguments below it
+    # (an id is printed whole on its own line; the arguments wrap at words)
+    table = Table("role", "tool", box=box.SIMPLE_HEAD, show_edge=False)
+    table.columns[0].no_wrap = True
+    table.columns[1].overflow = "fold"
     for row in rows:
-        name = row["name"] + (" (default)" if row.get("default") else "")
-        origin = f"{row['origin']} {row.get('version') or ''}".strip()
-        status = Text(row["status"], style="green" if row["status"] == "ok" else "red")
-        model = row.get("model") or ("-" if row["status"] == "ok" else "")
-        args = ", ".join(row.get("args", []))
-        table.add_row(*(Text(v) for v in (row["role"] or "?", name, origin, model, args)), status)
-    Console(soft_wrap=True, emoji=False).print(table)
+        ok = row["status"] == "ok"
+        tool = Text(row["name"], style="bold")
+        tool.append(" (default)" if row.get("default") else "")
+        tool.append(f" · {row['origin']} {row.get('version') or ''}".rstrip())
+        tool.append(" · ")
+        tool.append(row["status"], style="green" if ok else "red")
+        if ok:
+            tool.append(f"\nmodel: {row.get('model') or '-'}")
+            if row.get("args"):
+                tool.append(f"\narguments: {', '.join(row['args'])}", style="dim")
+        table.add_row(Text(row["role"] or "?"), tool)
+    console().print(table)

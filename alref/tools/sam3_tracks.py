@@ -20,6 +20,18 @@ from frame 0 forward) without the processor class, which needs torchvision:
   ``masks_to_boxes`` (xyxy, the last pixel row and column inclusive) of those masks, then the non-overlap
   constraint within each prompt (the object with the higher tracker score keeps a shared pixel).
 
+Then, as transformers issue 46493 advises (one direction only loses quality: SAM 3's own predictor
+propagates both ways), a reverse pass on the same session:
+``model.propagate_in_video_iterator(session, start_frame_idx=start, reverse=True)``, the frames
+``start - 1`` down to 0, where ``start`` is the latest frame on which an object still tracked after the
+forward pass was first detected (no reverse pass when that is frame 0). The model tracks every object
+backwards from its memory of the later frames, detects on each frame as it does forward (new objects get
+new ids) and runs its hot start in reverse (which, as in SAM 3's own code, also removes forward objects
+unmatched on enough frames of both passes). :meth:`Sam3ConceptTracker.track` merges the two passes: the
+forward pass's masks stay, the reverse pass fills the frames before an object's first detection (and
+the forward pass's empty frames) without taking pixels the forward masks hold; objects only the reverse
+pass created are dropped (the rules and why: :meth:`Sam3ConceptTracker.track`).
+
 Between frames alref forgets what the model never reads again, so a long video keeps bounded state with
 the same outputs (``tests/test_sam3.py`` compares them with the canonical run): the per-frame
 ``high_res_masks`` the tracker stores (nothing reads them after the frame), tracked (non-conditioning)
@@ -27,7 +39,14 @@ outputs older than ``memory_window`` frames (the tracker reads ``num_maskmem - 1
 ``max_object_pointers_in_encoder - 1`` pointers back), and past frames' entries of the session's
 per-frame tracker scores and suppression sets (only the current frame's are read; the canonical session
 deep-copies the whole history on every frame). Conditioning outputs (an object's first frame and its
-reconditioned frames) stay: their object pointers are all read.
+reconditioned frames) stay: their object pointers are all read. When a reverse pass follows, the forward
+pass also keeps what that reads, and the reverse pass's outputs equal the canonical session's too: the
+tracked outputs of the ``memory_window`` frames from each frame where it may still start (the latest
+first detection of an object the hot start can no longer remove, and the first detections of those
+it still can: at most ``hotstart_delay + 2 * memory_window + 1`` frames in all), and each frame's tracker
+scores and suppression set, put aside and given back to the session just before the reverse pass runs
+that frame (the model adds to them). The reverse pass forgets the same way, ahead of the frame instead
+of behind.
 
 :class:`ConceptTracks` keeps the result as one :class:`~alref.core.records.Track` per object id and its
 masks as COCO RLE, never as a dense video.
@@ -35,7 +54,7 @@ masks as COCO RLE, never as a dense video.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +77,51 @@ from alref.tools.sam3_common import (
 from alref.tools.segmentation import FrameStore, _config_side, _NormalisedFrames, resize_frame
 
 JSON_FORMAT = "alref-concept-tracks/1"
+#: what transformers' Sam3VideoModel leaves out without its cv-utils kernel (alref's one line instead of its warning)
+NO_KERNEL_NOTE = (
+    "SAM 3: transformers' cv-utils kernel is not loaded ({reason}), so, as transformers does without it, the "
+    "concept tracks skip mask NMS between new detections, hole filling and speck removal; masks can differ "
+    "from a setup where the kernel loads"
+)
+_TRANSFORMERS_PREFIX = "Failed to load cv_utils kernel (your torch/cuda setup may not be supported): "
+_kernel_reason = ["tried earlier in this process"]
+
+
+def load_cv_utils_kernel() -> str | None:
+    """Try transformers' cv-utils kernel (mask NMS and connected components for ``Sam3VideoModel``) now,
+    as the model would on its first frame, without the warning transformers then prints on every run.
+    Returns None when it loaded (or this transformers has no such kernel), else alref's one-line note."""
+    import logging
+
+    from transformers.models.sam3_video import modeling_sam3_video as sam3_video
+
+    load = getattr(sam3_video, "_load_cv_utils_kernel_once", None)
+    if load is None or not hasattr(sam3_video, "cv_utils_kernel"):
+        return None
+    reasons: list[str] = []
+
+    def swallow(record: logging.LogRecord) -> bool:
+        reasons.append(record.getMessage())
+        return False
+
+    if sam3_video.cv_utils_kernel is None:  # not tried yet in this process
+        kernels = logging.getLogger("kernels")  # the kernels library's own warnings of the same attempt
+        level = kernels.level
+        sam3_video.logger.addFilter(swallow)
+        kernels.setLevel(logging.ERROR)
+        try:
+            load()
+        finally:
+            sam3_video.logger.removeFilter(swallow)
+            kernels.setLevel(level)
+    if sam3_video.cv_utils_kernel:
+        return None
+    if reasons:  # the first attempt's reason, kept for the models loaded later in this process
+        reason = reasons[0].removeprefix(_TRANSFORMERS_PREFIX)
+        _kernel_reason[0] = " ".join(reason.split(". ")[0].split())[:160]
+    return NO_KERNEL_NOTE.format(reason=_kernel_reason[0])
+
+
 #: the canonical session's default; only the current frame's image features are kept
 FEATURE_CACHE_FRAMES = 1
 
@@ -216,7 +280,10 @@ class ConceptTracks:
 
 
 class _TrackBuilder:
-    """Collects post-processed frames into tracks: a frame counts for an object where its mask is not empty."""
+    """Collects post-processed frames into tracks: a frame counts for an object where its mask is not empty.
+
+    :meth:`add` takes the forward pass's frames, :meth:`fill` then the reverse pass's (see
+    :meth:`Sam3ConceptTracker.track` for the rules)."""
 
     def __init__(self, concept: str, height: int, width: int, num_frames: int) -> None:
         self.concept, self.height, self.width, self.num_frames = concept, height, width, num_frames
@@ -228,20 +295,44 @@ class _TrackBuilder:
         boxes = processed["boxes"].cpu().tolist()
         for k, (obj_id, score) in enumerate(zip(processed["object_ids"].tolist(), processed["scores"].tolist(),
                                                 strict=True)):  # fmt: skip
-            area = int(masks[k].sum())
-            if area == 0:  # emptied by the non-overlap constraint
+            self._put(obj_id, frame, masks[k], boxes[k], score)
+
+    def fill(self, frame: int, processed: Mapping[str, Any], forward_ids: Container[int]) -> None:
+        """A reverse-pass frame: the masks of objects the forward pass created (``forward_ids``) on a frame
+        where the forward pass gave them none, less the pixels that forward masks hold on that frame."""
+        claimed = np.zeros((self.height, self.width), dtype=bool)
+        for by_frame in self.masks.values():
+            if frame in by_frame:
+                claimed |= rle_to_mask(by_frame[frame])
+        masks = processed["masks"].cpu().numpy()
+        for k, (obj_id, score) in enumerate(zip(processed["object_ids"].tolist(), processed["scores"].tolist(),
+                                                strict=True)):  # fmt: skip
+            if obj_id not in forward_ids or frame in self.masks.get(obj_id, {}):
                 continue
-            track = self.tracks.setdefault(
-                obj_id, {"id": obj_id, "concept": self.concept, "score": float(score), "frames": [], "boxes": {},
-                         "area": {}},
-            )  # fmt: skip
-            track["score"] = max(track["score"], float(score))
-            track["frames"].append(frame)
-            track["boxes"][str(frame)] = [float(v) for v in boxes[k]]
-            track["area"][str(frame)] = area
-            self.masks.setdefault(obj_id, {})[frame] = mask_to_rle(masks[k])
+            mask = masks[k] & ~claimed
+            if mask.any():
+                box = masks_to_boxes(torch.from_numpy(mask)[None])[0].tolist()
+                self._put(obj_id, frame, mask, box, score)
+
+    def _put(self, obj_id: int, frame: int, mask: np.ndarray, box: Sequence[float], score: float) -> None:
+        area = int(mask.sum())
+        if area == 0:  # emptied by the non-overlap constraint
+            return
+        track = self.tracks.setdefault(
+            obj_id, {"id": obj_id, "concept": self.concept, "score": float(score), "frames": [], "boxes": {},
+                     "area": {}},
+        )  # fmt: skip
+        track["score"] = max(track["score"], float(score))
+        track["frames"].append(frame)
+        track["boxes"][str(frame)] = [float(v) for v in box]
+        track["area"][str(frame)] = area
+        self.masks.setdefault(obj_id, {})[frame] = mask_to_rle(mask)
 
     def build(self) -> ConceptTracks:
+        for track in self.tracks.values():  # reverse-pass frames came last, latest first
+            track["frames"].sort()
+            track["boxes"] = {str(f): track["boxes"][str(f)] for f in track["frames"]}
+            track["area"] = {str(f): track["area"][str(f)] for f in track["frames"]}
         return ConceptTracks(self.concept, self.height, self.width, self.num_frames, list(self.tracks.values()),
                              self.masks)  # fmt: skip
 
@@ -268,6 +359,8 @@ class Sam3ConceptTracker:
         tracker = model.config.tracker_config
         #: tracked outputs farther back than this are never read again (memory frames and object pointers)
         self.memory_window = max(int(tracker.num_maskmem), int(tracker.max_object_pointers_in_encoder))
+        #: None, or what the model skips without transformers' cv-utils kernel (one line; a run notes it)
+        self.skipped_postprocessing = load_cv_utils_kernel()
 
     @classmethod
     def load(cls, source: ModelSource, device: str, precision: str = "auto", offload_video: bool = False,
@@ -333,33 +426,102 @@ class Sam3ConceptTracker:
     def outputs(self, frames: FrameStore, height: int, width: int, concept: str,
                 progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, Any, dict[str, Any]]]:  # fmt: skip
         """(frame, the model's output, its post-processed form) for every frame, in order, as the canonical
-        iterator and ``postprocess_outputs`` give them; ``progress(1)`` after each model call."""
+        iterator and ``postprocess_outputs`` give them; ``progress(1)`` after each model call. Forward only:
+        :meth:`passes` adds the reverse pass."""
+        for _, frame, out, processed in self.passes(
+            frames, height, width, concept, progress, both_ways=False
+        ):
+            yield frame, out, processed
+
+    def passes(self, frames: FrameStore, height: int, width: int, concept: str,
+               progress: Callable[[int], None] | None = None,
+               both_ways: bool = True) -> Iterator[tuple[bool, int, Any, dict[str, Any]]]:  # fmt: skip
+        """(reverse, frame, the model's output, its post-processed form): the forward pass, as
+        :meth:`outputs`, then, with ``both_ways``, the reverse pass on the same session,
+        ``propagate_in_video_iterator(session, start_frame_idx=start, reverse=True)`` (frames ``start - 1``
+        down to 0, hot start included) where ``start`` is :meth:`reverse_start` after the forward pass;
+        nothing when that is frame 0. ``progress(1)`` after each model call of the forward pass only: the
+        reverse pass's length is known when the forward pass ends."""
         session = self.start_session(frames, height, width, concept)
-        for out in self._propagate(session, progress):
+        stash: dict[int, tuple[Any, Any]] | None = {} if both_ways else None
+        for out in self._propagate(session, progress, stash=stash):
             with torch.inference_mode():
                 processed = postprocess(session, out)
-            yield out.frame_idx, out, processed
+            yield False, out.frame_idx, out, processed
+        if stash is None:
+            return
+        start = self.reverse_start(session)
+        for frame in [f for f in stash if f >= start]:  # the reverse pass does not reach these frames
+            del stash[frame]
+        for out in self._propagate(session, None, reverse_from=start, stash=stash):
+            with torch.inference_mode():
+                processed = postprocess(session, out)
+            yield True, out.frame_idx, out, processed
 
     def track(self, frames: FrameStore, height: int, width: int, concept: str,
-              progress: Callable[[int], None] | None = None) -> ConceptTracks:  # fmt: skip
-        """Every instance of ``concept`` over all frames of the store (prepared with :meth:`prepare_frame`)."""
+              progress: Callable[[int], None] | None = None, both_ways: bool = True) -> ConceptTracks:  # fmt: skip
+        """Every instance of ``concept`` over all frames of the store (prepared with :meth:`prepare_frame`).
+
+        With ``both_ways`` (the default) the forward pass is followed by the reverse pass of :meth:`passes`
+        (transformers issue 46493: one direction only loses quality), so an object first detected on a
+        later frame also gets the frames before it. The tracks are then merged:
+
+        - an object's mask on a frame is the forward pass's where that has one (not empty); else the
+          reverse pass's, less the pixels that the forward pass's masks of other objects hold on that
+          frame, so tracks still never overlap on a frame (post-processing gives that within each pass),
+          and its box is that mask's;
+        - only objects the forward pass created are filled. An object the reverse pass creates (a new id)
+          is dropped: the detector's output on a frame does not depend on the direction, and the forward
+          pass, on that same frame, matched that detection to one of its own tracks (or was at its
+          object limit), so it would be a second track of the same thing;
+        - objects the reverse pass's hot start removes, as SAM 3 does (transformers and the reference
+          code alike count their unmatched frames over both passes), keep their forward frames and get
+          no reverse frames.
+        """
         text = self.check_phrase(concept)
         builder = _TrackBuilder(text, height, width, len(frames))
-        for frame, _, processed in self.outputs(frames, height, width, text, progress):
-            builder.add(frame, processed)
+        forward_ids: set[int] = set()
+        for reverse, frame, out, processed in self.passes(frames, height, width, text, progress, both_ways):
+            if reverse:
+                builder.fill(frame, processed, forward_ids)
+            else:
+                forward_ids.update(out.obj_id_to_mask)  # every object appears on the frame that created it
+                builder.add(frame, processed)
         return builder.build()
+
+    @staticmethod
+    def reverse_start(session: Any) -> int:
+        """Where the reverse pass starts (it runs the frames before it): the latest frame on which an
+        object that the session still tracks was first detected; 0 (no reverse pass) without objects."""
+        return max((int(session.obj_first_frame_idx[obj_id]) for obj_id in session.obj_ids), default=0)
 
     # ------------------------------------------------------------------------------------------
 
-    def _propagate(self, session: Any, progress: Callable[[int], None] | None) -> Iterator[Any]:
-        """``propagate_in_video_iterator(session)`` (frame 0 forward, every frame), forgetting stale state."""
-        last = session.num_frames - 1
+    def _propagate(self, session: Any, progress: Callable[[int], None] | None, reverse_from: int | None = None,
+                   stash: dict[int, tuple[Any, Any]] | None = None) -> Iterator[Any]:  # fmt: skip
+        """``propagate_in_video_iterator(session)`` (frame 0 forward, every frame), or with ``reverse_from``
+        ``propagate_in_video_iterator(session, start_frame_idx=reverse_from, reverse=True)``, forgetting
+        stale state. ``stash`` (a dict) means a reverse pass follows: the forward pass keeps what that
+        reads (:meth:`_reverse_starts`) and stores each frame's tracker scores and suppressed objects there,
+        the reverse pass puts them back into the session before it runs that frame (the model extends
+        them, as it extends the canonical session's full history)."""
+        reverse = reverse_from is not None
+        order = range(reverse_from - 1, -1, -1) if reverse_from is not None else range(session.num_frames)
         delay = int(self.model.hotstart_delay)
         held: list[Any] = []
-        for frame_idx in range(last + 1):
+        for frame_idx in order:
+            if reverse and stash and frame_idx in stash:
+                scores, suppressed = stash.pop(frame_idx)
+                if scores:
+                    session.obj_id_to_tracker_score_frame_wise[frame_idx] = scores
+                if suppressed:
+                    session.suppressed_obj_ids[frame_idx] = suppressed
             with torch.inference_mode(), autocast(self.device, self.dtype):
-                out = self.model(inference_session=session, frame_idx=frame_idx, reverse=False)
-            self._forget(session, frame_idx)
+                out = self.model(inference_session=session, frame_idx=frame_idx, reverse=reverse)
+            keep = self._reverse_starts(session, frame_idx) if stash is not None and not reverse else set()
+            scores, suppressed = self._forget(session, frame_idx, reverse, keep)
+            if stash is not None and not reverse and (scores or suppressed):
+                stash[frame_idx - 1] = (scores, suppressed)
             if progress is not None:
                 progress(1)
             if delay <= 0:
@@ -367,7 +529,7 @@ class Sam3ConceptTracker:
                 continue
             held.append(out)
             session.hotstart_removed_obj_ids.update(out.removed_obj_ids)
-            if frame_idx == last:
+            if frame_idx == order[-1]:
                 ready, held = held, []
             elif len(held) >= delay:
                 ready, held = held[:1], held[1:]
@@ -375,11 +537,37 @@ class Sam3ConceptTracker:
                 ready = []
             yield from ready
 
-    def _forget(self, session: Any, frame_idx: int) -> None:
-        stale = frame_idx - self.memory_window
+    def _reverse_starts(self, session: Any, frame_idx: int) -> set[int]:
+        """The frames the reverse pass may still start at, seen from forward frame ``frame_idx``: the first
+        frames of the tracked objects that the hot start may still remove (first detected less than
+        ``hotstart_delay`` frames ago), and the latest first frame of those it no longer can."""
+        delay = int(self.model.hotstart_delay)
+        firsts = [int(session.obj_first_frame_idx[obj_id]) for obj_id in session.obj_ids]
+        settled = [first for first in firsts if first <= frame_idx - delay]
+        return {first for first in firsts if first > frame_idx - delay} | (
+            {max(settled)} if settled else set()
+        )
+
+    def _forget(self, session: Any, frame_idx: int, reverse: bool = False,
+                keep: Iterable[int] = ()) -> tuple[Any, Any]:  # fmt: skip
+        """Drop what the model never reads again after ``frame_idx``: this frame's ``high_res_masks``,
+        tracked outputs ``memory_window`` or more frames behind (ahead of it in reverse) except those within
+        ``memory_window`` frames from a frame in ``keep`` (where a reverse pass may start: it reads them),
+        and the previous frame's tracker scores and suppressed objects, which it returns."""
+        window, sign = self.memory_window, -1 if reverse else 1
+        starts = list(keep)
         for outputs in session.output_dict_per_obj.values():
             for kind in ("cond_frame_outputs", "non_cond_frame_outputs"):
                 outputs[kind].get(frame_idx, {}).pop("high_res_masks", None)
-            outputs["non_cond_frame_outputs"].pop(stale, None)
-        session.obj_id_to_tracker_score_frame_wise.pop(frame_idx - 1, None)
-        session.suppressed_obj_ids.pop(frame_idx - 1, None)
+            tracked = outputs["non_cond_frame_outputs"]
+            stale = [
+                f for f in tracked
+                if sign * (frame_idx - f) >= window and not any(s <= f < s + window for s in starts)
+            ]  # fmt: skip
+            for f in stale:
+                del tracked[f]
+        previous = frame_idx - sign
+        return (
+            session.obj_id_to_tracker_score_frame_wise.pop(previous, None),
+            session.suppressed_obj_ids.pop(previous, None),
+        )

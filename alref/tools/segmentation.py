@@ -384,6 +384,16 @@ class Sam2VideoSegmenter:
         return torch.autocast(device_type=torch.device(self.device).type, dtype=self.dtype)
 
 
+def box_points(box: Sequence[float], side: int, width: int, height: int) -> torch.Tensor:
+    """An xyxy box in video pixels as the two prompt points (1 x 1 x 2 x 2, float32, model input pixels),
+    exactly as ``Sam2VideoProcessor`` and ``Sam3TrackerVideoProcessor`` scale it: the coordinates times
+    ``side / original_size``, where the original size is an int64 tensor, so torch computes the ratio
+    as ``float32(1 / size) * side`` (``Tensor.__rtruediv__``), not ``float32(side / size)``. The two
+    differ by a float32 step for sizes where ``side`` is not a power of two (SAM 3's 1008)."""
+    ratio = side / torch.tensor([width, height], dtype=torch.int64)
+    return torch.tensor(box, dtype=torch.float32).view(1, 1, 2, 2) * ratio
+
+
 class SegmentationSession:
     """Box prompts and propagation over one video; several objects share the image features.
 
@@ -521,8 +531,7 @@ class SegmentationSession:
         # (SAM 2 drops a frame's tracked output when the frame becomes a conditioning one)
         state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"].pop(frame_idx, None)
         state.frames_tracked_per_obj[obj_idx].pop(frame_idx, None)
-        scale = torch.tensor([side / self.width, side / self.height], dtype=torch.float32)
-        coords = torch.tensor(box, dtype=torch.float32).view(1, 1, 2, 2) * scale
+        coords = box_points(box, side, self.width, self.height)
         labels = torch.tensor([[[2, 3]]], dtype=torch.int32)
         state.add_point_inputs(obj_idx, frame_idx, {"point_coords": coords, "point_labels": labels})
         state.remove_mask_inputs(obj_idx, frame_idx)

@@ -1,9 +1,14 @@
 """Reading a run's trace (``OUT/trace/events.jsonl``) and showing it as a tree a person can follow:
 run → reference → clip → steps, with each LLM call (attempt, tokens, latency, cache hit), the
-validation errors, the fallbacks and the decision with its reasoning."""
+validation errors, the fallbacks and the decision with its reasoning.
+
+The LLM's answers, reasons and errors are shown in full (on one line each, which the tree wraps at the
+terminal's width); only tool arguments and results are shortened, at a word. With ``full`` nothing is
+shortened and each answer is the raw text the model wrote, its line breaks kept."""
 
 from __future__ import annotations
 
+import contextvars
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -19,9 +24,27 @@ def _where(event: dict[str, Any]) -> tuple[Any, Any]:
     return event.get("ref", context.get("ref")), event.get("clip", context.get("clip"))
 
 
-def _short(text: Any, limit: int = 160) -> str:
+_FULL: contextvars.ContextVar[bool] = contextvars.ContextVar("alref_trace_full", default=False)
+
+
+def _short(text: Any, limit: int | None = None) -> str:
+    """``text`` on one line, escaped; past ``limit`` characters (not with ``full``) cut after a word, "…" marking
+    the cut. A word is never cut."""
     text = " ".join(("" if text is None else str(text)).split())  # 0 (frame 0, box 0) is shown
-    return escape(text if len(text) <= limit else text[: limit - 1] + "…")
+    if limit is not None and len(text) > limit and not _FULL.get():
+        end = text.rfind(" ", 0, limit + 1)
+        end = end if end > 0 else text.find(" ", limit)
+        if end > 0:
+            text = text[:end].rstrip(",;:") + " …"
+    return escape(text)
+
+
+def _answer(e: dict[str, Any]) -> str:
+    """An LLM call's answer in full; with ``full`` the raw text, line breaks kept."""
+    if _FULL.get():
+        raw = e.get("raw", e.get("answer"))
+        return escape("" if raw is None else str(raw))
+    return _short(e.get("answer", e.get("raw")))
 
 
 def _llm_line(e: dict[str, Any]) -> str:
@@ -36,7 +59,7 @@ def _llm_line(e: dict[str, Any]) -> str:
     if e.get("error"):
         parts.append(f"[red]failed: {_short(e.get('error'))}[/]")
     elif e.get("answer") is not None or e.get("raw") is not None:
-        parts.append(f"→ {_short(e.get('answer', e.get('raw')), 120)}")
+        parts.append(f"→ {_answer(e)}")
     return " · ".join(parts)
 
 
@@ -63,7 +86,32 @@ def _event_line(e: dict[str, Any]) -> str | None:
     return None
 
 
-def render_tree(events: list[dict[str, Any]], run: Path | str = "") -> Tree:
+def _verification_calls(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The verification's LLM calls, retries, invalid answers and fallbacks, one list per round (in the
+    order of the rounds: each round's events come before its ``verification_round``)."""
+    rounds: list[list[dict[str, Any]]] = [[]]
+    for e in events:
+        if e.get("kind") == "verification_round":
+            rounds.append([])
+        elif e.get("step") == "verify_masks" and e.get("kind") in (
+            "llm_call",
+            "validation_error",
+            "fallback",
+        ):
+            rounds[-1].append(e)
+    return rounds[:-1]
+
+
+def render_tree(events: list[dict[str, Any]], run: Path | str = "", full: bool = False) -> Tree:
+    """The trace as a tree; ``full``: nothing shortened, the LLM's raw answers (see the module docstring)."""
+    token = _FULL.set(full)
+    try:
+        return _render_tree(events, run)
+    finally:
+        _FULL.reset(token)
+
+
+def _render_tree(events: list[dict[str, Any]], run: Path | str) -> Tree:
     start = next((e for e in events if e.get("kind") == "run_start"), {})
     end = next((e for e in reversed(events) if e.get("kind") == "run_end"), {})
     title = f"[bold]run[/] {escape(str(run))} · status {escape(status_of(events))}"
@@ -95,7 +143,10 @@ def render_tree(events: list[dict[str, Any]], run: Path | str = "") -> Tree:
                 if (line := _event_line(e)) is not None:
                     clip_node.add(line)
             if decided:
-                clip_node.add(f"[green]decision[/]: {_short(decided.get('reason'), 240)}")
+                clip_node.add(f"[green]decision[/]: {_short(decided.get('reason'))}")
+                if decided.get("frame_numbers"):
+                    clip_node.add(f"[dim]{_short(decided['frame_numbers'])}[/]")
+    verify_calls = _verification_calls(events)
     for e in grouped.get((None, None), []):
         if e.get("kind") == "chat_turn":
             turn = tree.add(
@@ -113,9 +164,28 @@ def render_tree(events: list[dict[str, Any]], run: Path | str = "") -> Tree:
                 turn.add(
                     f"{mark} {escape(str(c.get('tool')))}({_short(c.get('args'), 100)}) → {_short(c.get('result'), 120)}"
                 )
-            turn.add(f"answer: {_short(e.get('answer'), 240)}")
+            turn.add(f"answer: {_short(e.get('answer'))}")
             if e.get("preview"):
                 turn.add(f"preview: {escape(str(e['preview']))}")
+        if e.get("kind") == "verification_round":
+            frames = ", ".join(map(str, e.get("frames") or []))
+            asked = verify_calls.pop(0) if verify_calls else []
+            node = tree.add(
+                f"[bold]verification round {e.get('round')}[/] · frames {frames} · image {escape(str(e.get('image') or '-'))}"
+            )
+            for call in asked:
+                if (line := _event_line(call)) is not None:
+                    node.add(line)
+            for c in e.get("checks") or []:
+                node.add(f"[yellow]check[/] {escape(str(c.get('check')))}: {_short(c.get('detail'))}")
+            for v in e.get("verdicts") or []:
+                colour = "green" if v.get("verdict") == "correct" else "yellow"
+                node.add(
+                    f"object {v.get('object')}: [{colour}]{escape(str(v.get('verdict')))}[/] ({escape(str(v.get('decided_by')))}) · {_short(v.get('reason'))}"
+                )
+            for c in e.get("changes") or []:
+                if c.get("action") != "none":
+                    node.add(f"[magenta]changed[/] object {c.get('object')}: {_short(c.get('detail'), 240)}")
         if e.get("kind") == "resume":
             tree.add(f"[yellow]resumed[/]: {e.get('clips_done', 0)} clip branches were already done")
     if end.get("timings_s"):

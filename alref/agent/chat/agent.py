@@ -8,13 +8,16 @@ trace events with the images sent). A tool call the model wrote as JSON text ins
 ``tool_calls`` is read by the tolerant parser; an LLM that cannot be reached ends the turn with one
 line saying so, and the conversation stays resumable. ``tools`` is LangGraph's ToolNode with tool
 errors returned to the model as tool messages, so it can correct itself; ``remember`` copies the
-session's objects into the state (names and box prompts only) so a conversation resumed in a new
-process rebuilds its masks. Images made by tools are shown to the model on its next step and never
+session's objects into the state (names and box prompts only; their masks are kept in the chat's
+folder). Each turn also keeps the conversation's folder and its settings (model profile and models,
+LLM model and base URL, never the key) in the state, so `alref chat --resume` continues it with them,
+wherever it is resumed from. Images made by tools are shown to the model on its next step and never
 stored in the state.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,14 +26,16 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
+from langgraph.types import Command
 from typing_extensions import TypedDict
 
-from alref.agent.chat.select import make_select_referent, make_track_referent
+from alref.agent.chat.select import is_internal_thread, make_select_referent, make_track_referent
 from alref.agent.chat.session import ChatSession
 from alref.agent.chat.tools import make_tools
 from alref.agent.checkpoint import sqlite_saver
 from alref.agent.llm import LLMClient, LLMError
 from alref.agent.parsing import tool_calls_in_text
+from alref.config import Settings
 from alref.errors import InputError
 from alref.trace.record import Tracer
 
@@ -51,12 +56,36 @@ class ChatState(TypedDict, total=False):
     audio: str | None
     objects: dict[str, Any]
     steps: int
+    settings: dict[str, Any]  # what --resume restores: see KEPT_SETTINGS
+    out: str  # the conversation's folder (absolute): previews, exports, masks and its trace
 
 
-def recover_tool_calls(answer: AIMessage, names: set[str]) -> AIMessage:
-    """An answer without ``tool_calls`` whose text is a tool call (JSON) becomes a real tool call; one
-    that names no known tool becomes a plain notice to the user (nothing was done)."""
-    if answer.tool_calls or not isinstance(answer.content, str) or not answer.content.strip():
+#: the settings a conversation keeps and `alref chat --resume` restores (flags given then still win);
+#: never the API key, which stays in the environment
+KEPT_SETTINGS = ("models", "grounding_model", "segmentation_model", "concept_tracks_model", "grounding",
+                 "segmentation", "audio_tagging_model", "audio_text_model", "llm", "llm_base_url")  # fmt: skip
+
+
+def kept_settings(settings: Settings) -> dict[str, Any]:
+    """The settings of :data:`KEPT_SETTINGS` that are set (the LLM model as used, e.g. the default gpt-4o)."""
+    kept = {k: getattr(settings, k) for k in KEPT_SETTINGS if getattr(settings, k) is not None}
+    return kept | ({"llm": settings.llm_model} if settings.llm_configured else {})
+
+
+def resumed_settings(saved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The settings to continue a saved conversation with: its own (``saved["settings"]``), then ``given``
+    (flags on the command line) on top. Only :data:`KEPT_SETTINGS` are read from the saved state."""
+    own = saved.get("settings") if isinstance(saved.get("settings"), dict) else {}
+    return {k: v for k, v in own.items() if k in KEPT_SETTINGS} | dict(given)
+
+
+def recover_tool_calls(answer: AIMessage, names: set[str], called: bool = False) -> AIMessage:
+    """An answer without ``tool_calls`` that *is* a tool call written as JSON (the whole text, or a fenced
+    block, a call with a name and arguments) becomes a real tool call when it names known tools; one that
+    names an unknown tool becomes a notice to the user (nothing was done). Only when nothing was called
+    yet in the turn (``called``): after a tool ran, a JSON answer (a model repeating its call, or echoing
+    a tool result) is the model's answer and is kept as it is."""
+    if called or answer.tool_calls or not isinstance(answer.content, str) or not answer.content.strip():
         return answer
     written = tool_calls_in_text(answer.content)
     if not written:
@@ -71,6 +100,16 @@ def recover_tool_calls(answer: AIMessage, names: set[str]) -> AIMessage:
     note = (f"The model wrote a tool call as text instead of calling a tool, for a tool that does not exist "
             f"({unknown}); nothing was done. Ask again, or use a model that supports tool calling.")  # fmt: skip
     return AIMessage(content=note, name=NOTICE)
+
+
+def called_in_turn(messages: list[BaseMessage]) -> bool:
+    """Whether a tool was called since the user's last message."""
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return False
+        if isinstance(message, AIMessage) and message.tool_calls:
+            return True
+    return False
 
 
 def build_chat_graph(
@@ -97,7 +136,8 @@ def build_chat_graph(
             note = " ".join(f"The LLM gave no answer: {exc}".split())
             return {"messages": [AIMessage(content=note, name=NOTICE, additional_kwargs={"alref_error": True})],
                     "steps": steps}  # fmt: skip
-        return {"messages": [recover_tool_calls(answer, names)], "steps": steps + 1}
+        called = called_in_turn(state["messages"])
+        return {"messages": [recover_tool_calls(answer, names, called)], "steps": steps + 1}
 
     def route(state: ChatState) -> str:
         last = state["messages"][-1]
@@ -124,7 +164,9 @@ chat_store = sqlite_saver
 
 
 def list_threads(db: Path) -> list[dict[str, Any]]:
-    """Every conversation in the store: thread id, video, objects, turns, last message."""
+    """Every conversation in the store: thread id, video, objects, turns, last message, folder. The
+    threads the chat's selections checkpoint themselves in (``<thread>:select:<digest>``) are no
+    conversations and are left out."""
     if not db.is_file():
         return []
     with chat_store(db) as saver:
@@ -133,13 +175,16 @@ def list_threads(db: Path) -> list[dict[str, Any]]:
         ids = [row[0] for row in conn.execute("SELECT DISTINCT thread_id FROM checkpoints ORDER BY rowid")]
         rows = []
         for thread in ids:
+            if is_internal_thread(thread):
+                continue
             checkpoint = saver.get_tuple({"configurable": {"thread_id": thread}})
             values = checkpoint.checkpoint.get("channel_values", {}) if checkpoint else {}
             messages = values.get("messages", [])
             humans = [m for m in messages if isinstance(m, HumanMessage)]
             rows.append({"thread": thread, "video": values.get("video"), "turns": len(humans),
                          "objects": len((values.get("objects") or {}).get("objects", {})),
-                         "last": humans[-1].content if humans and isinstance(humans[-1].content, str) else None})  # fmt: skip
+                         "last": humans[-1].content if humans and isinstance(humans[-1].content, str) else None,
+                         "folder": values.get("out")})  # fmt: skip
         return rows
 
 
@@ -172,6 +217,7 @@ class Chat:
         )
         self.graph = build_chat_graph(session, self.llm, tools, max_steps, saver)
         self.turns = 0
+        self._traced_start = False
 
     @classmethod
     def saved_state(cls, saver: Any, thread: str) -> dict[str, Any]:
@@ -184,10 +230,17 @@ class Chat:
         """One user turn; returns what happened: tool calls with results, the answer, a preview, the
         turn's status (``ok``, or ``llm_error`` when the LLM gave no answer) and its LLM usage."""
         before = len(self.graph.get_state(self.config).values.get("messages", []))
+        self._trace_start(resumed=before > 0)
         usage_before = self.llm.usage()
+        started = time.perf_counter()
         self.session.changed = False
-        inputs = {"messages": [HumanMessage(content=text)], "steps": 0, "video": str(self.session.video_path),
-                  "audio": str(self.session.audio_path) if self.session.audio_path else None}  # fmt: skip
+        inputs: Any = {"messages": [HumanMessage(content=text)], "steps": 0, "video": str(self.session.video_path),
+                       "audio": str(self.session.audio_path) if self.session.audio_path else None,
+                       "settings": kept_settings(self.session.settings), "out": str(self.session.out.resolve())}  # fmt: skip
+        if waiting := self.question():  # this message answers the question the last turn asked
+            inputs = Command(resume={waiting[0].id: text})
+            before -= 1  # the tool call that asked is this turn's too
+            self.tracer.event("person_answered", thread=self.thread, answer=text, question=waiting[0].value)
         state = self.graph.invoke(inputs, self.config)
         new = state["messages"][before:]
         calls = []
@@ -204,10 +257,36 @@ class Chat:
         preview = self.session.preview(turn) if self.session.changed else None
         answer = next((m.content for m in reversed(new) if isinstance(m, AIMessage) and m.content), "")
         failed = any(isinstance(m, AIMessage) and m.additional_kwargs.get("alref_error") for m in new)
+        asked = None
+        if pending := self.question():  # a tool stopped to ask the person: the turn's answer is the question
+            asked = pending[0].value
+            options = "; ".join(f"{o['number']}: {o['label']}" for o in asked.get("options") or [])
+            answer = (
+                asked["question"]
+                + (f" ({asked['error']})" if asked.get("error") else "")
+                + (f" Options: {options}." if options else "")
+            )
+            preview = asked.get("image") or preview
         after = self.llm.usage()
         usage = {k: after[k] - usage_before[k] for k in after if isinstance(after[k], int)}  # type: ignore[literal-required]
-        report = {"thread": self.thread, "status": "llm_error" if failed else "ok", "calls": calls,
+        status = "llm_error" if failed else ("question" if asked else "ok")
+        report = {"thread": self.thread, "status": status, "question": asked, "calls": calls,
                   "answer": answer, "preview": preview, "objects": self.session.describe_objects(),
-                  "llm": usage}  # fmt: skip
+                  "llm": usage, "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
         self.tracer.event("chat_turn", turn=turn, text=text, **report)
         return report
+
+    def question(self) -> list[Any]:
+        """The questions the conversation waits on (a tool asked the person; the next message answers)."""
+        snapshot = self.graph.get_state(self.config)
+        return [item for task in snapshot.tasks for item in task.interrupts]
+
+    def _trace_start(self, resumed: bool) -> None:
+        """Once per process, before its first turn: what the conversation is about and runs with."""
+        if self._traced_start:
+            return
+        self._traced_start = True
+        session = self.session
+        self.tracer.event("chat_start", thread=self.thread, resumed=resumed, video=str(session.video_path),
+                          audio=str(session.audio_path) if session.audio_path else None,
+                          input=session.info.to_dict(), settings=kept_settings(session.settings))  # fmt: skip

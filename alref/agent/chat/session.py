@@ -2,13 +2,19 @@
 objects (each a name and its box prompts), their propagated masks (as RLE), the undo history, and
 the images the last tools made for the model to see.
 
-Only the objects' prompts and names are persisted (in the conversation's LangGraph state, so in
-SQLite); masks are recomputed from them when a conversation is resumed in a new process.
+The objects' prompts and names are persisted in the conversation's LangGraph state (so in SQLite);
+their masks are kept in the conversation's folder (``work/chat/masks_<digest>.json``, one file per set
+of objects, named by a digest of their prompts, the segmentation model and the video), so a
+conversation resumed in a new process shows its objects at once and an undo needs no model: only a set
+of objects with no stored masks is propagated again. The decoded frames serve the live session only:
+:meth:`ChatSession.close` removes them unless ``keep_work``.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,7 @@ class ChatSession:
         self._detector = self._segmenter = self._store = self._session = None
         self._tracks: Any = None
         self._counter = 0
+        self._frame_stores: set[Path] = set()  # the decoded frames this session wrote or reopened
 
     # --- models and frames, loaded on first use -------------------------------------------------
 
@@ -63,12 +70,7 @@ class ChatSession:
             self._segmenter = self.models.segmentation_tool.load(
                 self.models.segmentation, self.models.device, precision=self.settings.precision
             )
-            side = self._segmenter.image_size
-            self._store = MemmapFrameStore(self.workspace.frame_store(side), self.info.num_frames, side)
-            if not self._store.reopened:
-                for index, frame in self.video.iter_frames():
-                    self._store[index] = self._segmenter.prepare_frame(frame)
-                self._store.flush()
+            self._store = self._frames(self._segmenter.image_size, self._segmenter.prepare_frame)
             self._session = self._segmenter.start_session(self._store, self.info.height, self.info.width)
         return self._session
 
@@ -81,18 +83,39 @@ class ChatSession:
 
             tool = select("concept_tracks", None)
             tracker = tool.load(model_source(tool, self.settings), resolve_device(self.settings.device))
-            side = tracker.image_size
-            store = MemmapFrameStore(self.workspace.frame_store(side), self.info.num_frames, side)
-            if not store.reopened:
-                for index, frame in self.video.iter_frames():
-                    store[index] = tracker.prepare_frame(frame)
-                store.flush()
+            store = self._frames(tracker.image_size, tracker.prepare_frame)
             from alref.progress import Reporter
 
             self._tracks = VideoTracks(
                 tracker, store, self.video, self.workspace, Reporter(), key=str(self.video_path)
             )
         return self._tracks
+
+    def _frames(self, side: int, prepare: Any) -> MemmapFrameStore:
+        """The video decoded and prepared at ``side`` px in ``work/frames_<side>.u8``: reopened when an
+        earlier session of this conversation finished decoding it (its ``.done`` marker), else decoded."""
+        path, done = self.workspace.frame_store(side), self.workspace.frame_store_done(side)
+        store = MemmapFrameStore(path, self.info.num_frames, side)
+        self._frame_stores.add(path)
+        if not (store.reopened and done.is_file()):
+            done.unlink(missing_ok=True)
+            for index, frame in self.video.iter_frames():
+                store[index] = prepare(frame)
+            store.flush()
+            done.touch()
+        return store
+
+    def close(self) -> None:
+        """The conversation is over for this process: the decoded frames are removed unless
+        ``keep_work`` (the masks stay, so a resumed conversation needs them only to change an object)."""
+        self._session = self._segmenter = self._store = None
+        self._tracks = None
+        if self.settings.keep_work:
+            return
+        for path in self._frame_stores:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".done").unlink(missing_ok=True)
+        self._frame_stores.clear()
 
     def check_frame(self, frame: int) -> None:
         if not 0 <= frame < self.info.num_frames:
@@ -222,14 +245,53 @@ class ChatSession:
 
     # --- masks ------------------------------------------------------------------------------------
 
+    def masks_digest(self, objects: dict[int, dict[str, Any]]) -> str:
+        """What the masks of ``objects`` depend on: their ids, box prompts and silent frames, the
+        segmentation model and its precision, and the video."""
+        shape = sorted([obj, d["prompts"], sorted(d.get("silent_frames", []))] for obj, d in objects.items())
+        key = [shape, self.models.describe()["segmentation"], self.settings.precision, str(self.video_path),
+               [self.info.num_frames, self.info.width, self.info.height]]  # fmt: skip
+        return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
+
+    def _load_masks(self) -> bool:
+        """The stored masks of the current objects, if this set of objects was propagated before."""
+        path = self.workspace.chat_masks(self.masks_digest(self.objects))
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))["objects"]
+            masks = {int(obj): {int(f): rle for f, rle in frames.items()} for obj, frames in stored.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        if set(masks) != set(self.objects):
+            return False
+        self.masks = masks
+        return True
+
+    def _save_masks(self) -> None:
+        """Store the current masks; keep only those of the current objects and of the undo history."""
+        digest = self.masks_digest(self.objects)
+        path = self.workspace.chat_masks(digest)
+        stored = {str(obj): {str(f): rle for f, rle in frames.items()} for obj, frames in self.masks.items()}
+        atomic_write_json(path, {"video": str(self.video_path), "objects": stored})
+        keep = {path.name} | {self.workspace.chat_masks(self.masks_digest(h)).name for h in self.history if h}
+        for old in path.parent.glob("masks_*.json"):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+
     def propagate(self) -> None:
+        """The masks of the current objects: the stored ones when this set of objects was propagated
+        before (no model runs), else SAM 2 prompted with every object's boxes over the whole video."""
+        self.changed = True
+        self.masks = {}
+        if not self.objects or self._load_masks():
+            return
+        self._propagate()
+        self._save_masks()
+
+    def _propagate(self) -> None:
         """Prompt SAM 2 with every object's boxes and propagate once over the whole video."""
         from alref.media.writers import mask_to_rle
 
-        self.changed = True
         self.masks = {obj: {} for obj in self.objects}
-        if not self.objects:
-            return
         session = self._segmentation()
         session.reset()
         for obj, data in sorted(self.objects.items()):
@@ -295,6 +357,8 @@ class ChatSession:
                 "history": [{str(k): v for k, v in h.items()} for h in self.history[-20:]]}  # fmt: skip
 
     def restore(self, snapshot: dict[str, Any] | None) -> None:
+        """The objects and undo history of a saved conversation, with their stored masks (propagated
+        again only when none are stored for these objects)."""
         if not snapshot:
             return
         self.objects = {int(k): v for k, v in snapshot.get("objects", {}).items()}

@@ -30,20 +30,39 @@ def choose_box(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, An
             raise ValueError(
                 f"box {answer.box} does not exist: the boxes are numbered 1 to {n} (or null for none)"
             )
+        if bad := sorted({b for b in answer.ambiguous if not 1 <= b <= n}):
+            raise ValueError(f"ambiguous boxes {bad} do not exist: the boxes are numbered 1 to {n}")
 
     update, answer = conv.choose(
         ctx, state, step="choose_box", schema=BoxChoice,
-        first_prompt=render("choose_box", reference=state["reference"], subject=state.get("subject") or state["reference"], n_boxes=n),
+        first_prompt=person_turn(state, n) or render("choose_box", reference=state["reference"], subject=state.get("subject") or state["reference"], n_boxes=n),
         expected=expected_answer(n), attempts_key="box_attempts", error_key="box_error", validate=validate, cuts_key="box_cuts",
     )  # fmt: skip
     if answer is not None:
+        others = sorted({b for b in answer.ambiguous if b != answer.box}) if answer.box is not None else []
         update |= {
             "box": answer.box,
             "box_none": answer.box is None,
             "box_reasoning": answer.reasoning,
             "box_decided_by": "llm",
+            "box_ambiguous": others,
+            "person_said": None,
         }
     return update
+
+
+def person_turn(state: ClipState, n: int) -> str | None:
+    """The person's words about the boxes (answering a question), as the next question to the LLM."""
+    said = state.get("person_said")
+    if not said:
+        return None
+    return (f'The person you are helping was asked which box they mean and said: "{said}". With that, choose the '
+            f"box again.\n\n" + expected_answer_line(n))  # fmt: skip
+
+
+def expected_answer_line(n: int) -> str:
+    return (f'Answer with a JSON object only: {{"reasoning": "<why this box>", "box": <a number from 1 to {n}, '
+            f'or null if no box fits>, "ambiguous": [<other numbers that fit just as well; usually empty>]}}')  # fmt: skip
 
 
 def choose_box_fallback(state: ClipState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -66,6 +85,8 @@ def choose_box_fallback(state: ClipState, runtime: Runtime[AgentContext]) -> dic
 
 
 def route_after_choose_box(state: ClipState) -> str:
+    if state.get("box_decided_by") == "llm" and state.get("box_ambiguous"):
+        return "resolve_ambiguity"
     return conv.route_choice(
         state, "box_decided_by", "box_attempts", "finish_clip", "choose_box", "choose_box_fallback"
     )

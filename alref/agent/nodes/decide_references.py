@@ -20,6 +20,14 @@ def decide_reference(
     clips = sorted(decisions, key=lambda d: d["clip"])
     if any(d["valid"] for d in clips):
         return ReferenceDecision(id=ref_id, text=text, clips=clips, not_found=None)
+    undecided = [d for d in clips if d.get("ambiguity")]
+    if (
+        undecided
+    ):  # several candidates fitted equally and none was taken (--ambiguous not-found, or the person)
+        what = "; ".join(f"clip {d['clip']}: boxes {', '.join(map(str, d['ambiguity']['numbers']))}, {d['ambiguity']['decided']}"
+                         for d in undecided)  # fmt: skip
+        return ReferenceDecision(id=ref_id, text=text, clips=clips,
+                                 not_found=f"the sentence fits several candidates equally ({what})")  # fmt: skip
     said_none = [d for d in clips if d.get("llm_none")]
     if said_none and all(d.get("llm_none") or not d.get("candidates") for d in clips):
         reasons = "; ".join(f"clip {d['clip']}: {d.get('box_reasoning') or 'no box fits'}" for d in said_none)

@@ -9,6 +9,9 @@ reference; the caller writes the masks of the accepted tracks.
              exhausted / LLM down ─► extract_concepts_fallback ─► generate_tracks   judge_candidates ◄─┐ invalid
                                                                                     │ valid: uncertain left ─► show_candidates
              generate_tracks ─ none left ─► finish_tracks ◄── all decided / rounds spent ┘ exhausted ─► judge_candidates_fallback
+
+    rounds spent, nothing accepted, some uncertain ─► resolve_uncertain (ask the person: interrupt(), or
+    --ambiguous) ─► finish_tracks;  the person answered in words ─► show_candidates (one more round)
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from alref.agent.tracks.state import TracksInput, TracksOutput, TracksRunState, 
 def build_reference_graph(settings: Any):
     g = StateGraph(TracksState, context_schema=AgentContext, output_schema=TracksOutput)
     for name in ("extract_concepts", "extract_concepts_fallback", "generate_tracks", "describe_candidates",
-                 "show_candidates", "judge_candidates", "judge_candidates_fallback", "finish_tracks"):  # fmt: skip
+                 "show_candidates", "judge_candidates", "judge_candidates_fallback", "resolve_uncertain",
+                 "finish_tracks"):  # fmt: skip
         g.add_node(name, traced(name, getattr(nodes, name)))
     g.add_edge(START, "extract_concepts")
     g.add_conditional_edges("extract_concepts", nodes.route_after_extract_concepts,
@@ -40,10 +44,13 @@ def build_reference_graph(settings: Any):
     g.add_edge("describe_candidates", "show_candidates")
     g.add_edge("show_candidates", "judge_candidates")
     g.add_conditional_edges(
-        "judge_candidates", lambda s: nodes.route_after_judge(s, settings.track_rounds),
-        ["show_candidates", "judge_candidates", "judge_candidates_fallback", "finish_tracks"],
+        "judge_candidates", lambda s: nodes.route_after_judge(s, s.get("max_rounds") or settings.track_rounds),
+        ["show_candidates", "judge_candidates", "judge_candidates_fallback", "resolve_uncertain", "finish_tracks"],
     )  # fmt: skip
     g.add_edge("judge_candidates_fallback", "finish_tracks")
+    g.add_conditional_edges(
+        "resolve_uncertain", nodes.route_after_resolve, ["show_candidates", "finish_tracks"]
+    )
     g.add_edge("finish_tracks", END)
     return g.compile()
 
@@ -62,4 +69,27 @@ def build_tracks_graph(settings: Any, checkpointer: Any = None):
     g.add_node("reference", build_reference_graph(settings))
     g.add_conditional_edges(START, fan_out, ["reference"])
     g.add_edge("reference", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+def build_rejudge_graph(checkpointer: Any = None):
+    """Judging again, after verification: the candidates still pending get one more round (each
+    re-asked and falling back as in the first judging), then ``finish_tracks``; nothing pending:
+    ``finish_tracks`` at once (the verdicts already changed decide)."""
+    g = StateGraph(TracksState, context_schema=AgentContext, output_schema=TracksOutput)
+    for name in ("show_candidates", "judge_candidates", "judge_candidates_fallback", "resolve_uncertain",
+                 "finish_tracks"):  # fmt: skip
+        g.add_node(name, traced(name, getattr(nodes, name)))
+    g.add_conditional_edges(START, lambda s: "show_candidates" if s.get("pending") else "finish_tracks",
+                            ["show_candidates", "finish_tracks"])  # fmt: skip
+    g.add_edge("show_candidates", "judge_candidates")
+    g.add_conditional_edges(
+        "judge_candidates", lambda s: nodes.route_after_judge(s, s["max_rounds"]),
+        ["show_candidates", "judge_candidates", "judge_candidates_fallback", "resolve_uncertain", "finish_tracks"],
+    )  # fmt: skip
+    g.add_edge("judge_candidates_fallback", "finish_tracks")
+    g.add_conditional_edges(
+        "resolve_uncertain", nodes.route_after_resolve, ["show_candidates", "finish_tracks"]
+    )
+    g.add_edge("finish_tracks", END)
     return g.compile(checkpointer=checkpointer)

@@ -19,9 +19,10 @@ from langgraph.runtime import Runtime
 from alref.agent import conversation as conv
 from alref.agent.answers import CandidateLabels, ConceptChoice
 from alref.agent.context import AgentContext
+from alref.agent.questions import ask
 from alref.agent.tracks.state import TracksState, number_of, verdict_record
 from alref.core.baseline import concept_of
-from alref.core.records import TrackDecision, TrackRound
+from alref.core.records import Ambiguity, Question, QuestionOption, TrackDecision, TrackRound
 from alref.media.boxes import colour_for
 from alref.media.marks import draw_marks
 from alref.media.tiles import tile_frames
@@ -185,7 +186,10 @@ def _history(state: TracksState) -> str:
             lines.append(f"candidate {v['number']}: {v['verdict']} ({v['reason']})")
     if state.get("descriptions"):
         lines.insert(0, f"Your descriptions of the candidates: {' '.join(state['descriptions'].split())}")
-    return ("\n\nEarlier: " + "; ".join(lines) + ".") if lines else ""
+    text = ("\n\nEarlier: " + "; ".join(lines) + ".") if lines else ""
+    if state.get("feedback"):  # verification looked at the masks of the accepted candidates
+        text += f"\n\n{state['feedback']}"
+    return text
 
 
 def judge_candidates(state: TracksState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -257,7 +261,9 @@ def judge_candidates_fallback(state: TracksState, runtime: Runtime[AgentContext]
 
 def route_after_judge(state: TracksState, max_rounds: int) -> str:
     if state.get("judge_decided_by") == "llm":
-        return "show_candidates" if state["pending"] and state["round"] < max_rounds else "finish_tracks"
+        if state["pending"] and state["round"] < max_rounds:
+            return "show_candidates"
+        return "resolve_uncertain" if undecided(state) else "finish_tracks"
     if state.get("judge_decided_by") == "fallback":
         return "finish_tracks"
     if not state.get("llm_down") and state.get("judge_attempts", 0) < state.get("max_attempts", 3):
@@ -266,6 +272,73 @@ def route_after_judge(state: TracksState, max_rounds: int) -> str:
 
 
 # --- the answer --------------------------------------------------------------------------------------
+
+
+def undecided(state: TracksState) -> list[int]:
+    """The candidates still uncertain when none was accepted (the LLM could not tell them apart)."""
+    verdicts = state.get("verdicts") or {}
+    if any(v == "accept" for v in verdicts.values()):
+        return []
+    return [
+        t["id"]
+        for t in state.get("candidates") or []
+        if verdicts.get(str(t["id"]), "uncertain") == "uncertain"
+    ]
+
+
+def resolve_uncertain(state: TracksState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """The rounds are spent, nothing was accepted and some candidates stay uncertain: ask the person
+    (``--ask``, the chat, the server: ``interrupt()``) or decide by ``--ambiguous`` (``best``: the
+    highest-scoring uncertain candidate, as before; ``all``: every uncertain one; ``not-found``)."""
+    ctx = runtime.context
+    ids = undecided(state)
+    numbers = [number_of(state, i) for i in ids]
+    by_number = dict(zip(numbers, ids, strict=True))
+    verdicts, reasons = dict(state.get("verdicts") or {}), dict(state.get("reasons") or {})
+    if ctx.settings.ask:
+        question = Question(
+            kind="ambiguous_tracks", ref=state["ref_id"], reference=state["reference"], frame=None,
+            question=(f'After {state.get("round", 0)} rounds it is still unclear which of the candidates '
+                      f'{candidate_list(state, ids)} "{state["reference"]}" means. Which do you mean? Answer with '
+                      'a number, several numbers, "none", or say it in words.'),
+            options=[QuestionOption(number=number_of(state, i), label=f"candidate {candidate_list(state, [i])}")
+                     for i in ids],
+            image=state.get("round_image"),
+        )  # fmt: skip
+        choice, given = ask(question, numbers)
+        ctx.tracer.event("person_answered", ref=state["ref_id"], numbers=numbers, answer=given)
+        if choice.text is not None:  # one more round, with the person's words
+            return {"pending": ids, "max_rounds": state.get("round", 0) + 1,
+                    "feedback": f'The person you are helping was asked which candidate they mean and said: "{choice.text}".'}  # fmt: skip
+        chosen = set() if choice.none else set(choice.numbers)
+        decided = f"the person chose {'none' if choice.none else ', '.join(map(str, sorted(chosen)))}"
+        record = Ambiguity(numbers=numbers, asked=True, answer=str(given), policy=None, decided=decided)
+    else:
+        policy = ctx.settings.ambiguous
+        best = max(
+            ids, key=lambda i: next((t["score"], -t["id"]) for t in state["candidates"] if t["id"] == i)
+        )
+        chosen = (
+            {number_of(state, best)} if policy == "best" else (set(numbers) if policy == "all" else set())
+        )
+        what = {"best": "the highest-scoring one", "all": "every one of them", "not-found": "none"}[policy]
+        record = Ambiguity(numbers=numbers, asked=False, answer=None, policy=policy,
+                           decided=f"--ambiguous {policy}: {what} ({', '.join(map(str, sorted(chosen))) or 'none'})")  # fmt: skip
+        ctx.tracer.event(
+            "ambiguous", ref=state["ref_id"], numbers=numbers, policy=policy, decided=record["decided"]
+        )
+    if (
+        record["policy"] == "best"
+    ):  # finish_tracks takes the highest-scoring uncertain one, as without a policy
+        return {"ambiguity": record, "pending": []}
+    for n, i in by_number.items():
+        verdicts[str(i)] = "accept" if n in chosen else "reject"
+        reasons[str(i)] = record["decided"] + (f" ({reasons[str(i)]})" if reasons.get(str(i)) else "")
+    return {"verdicts": verdicts, "reasons": reasons, "ambiguity": record, "pending": []}
+
+
+def route_after_resolve(state: TracksState) -> str:
+    return "show_candidates" if state.get("pending") else "finish_tracks"
 
 
 def finish_tracks(state: TracksState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -278,6 +351,12 @@ def finish_tracks(state: TracksState, runtime: Runtime[AgentContext]) -> dict[st
         tried = ", ".join(f"'{c}'" for c in state.get("concepts_tried", []))
         not_found = reason = f"SAM 3 found no object for the concepts tried ({tried})"
         decided_by = "none"
+    elif state.get("ambiguity") and (accepted or not uncertain):  # a person or --ambiguous settled it
+        amb = state["ambiguity"]
+        decided_by = "person" if amb["asked"] else "fallback"
+        reason = f"candidates {', '.join(map(str, amb['numbers']))} stayed uncertain; {amb['decided']}"
+        if not accepted:
+            not_found = reason
     elif accepted:
         decided_by = "llm" if all(r["decided_by"] == "llm" for r in state.get("rounds", [])) else "fallback"
         reason = f"the LLM accepted candidate{'s' if len(accepted) > 1 else ''} " + ", ".join(
@@ -291,14 +370,17 @@ def finish_tracks(state: TracksState, runtime: Runtime[AgentContext]) -> dict[st
             or f"still uncertain after {len(state.get('rounds', []))} rounds"
         )
         reason = f"no candidate was accepted ({why}); took the highest-scoring uncertain candidate {number_of(state, best['id'])}"
+        if state.get("ambiguity"):
+            reason += " (--ambiguous best)"
     else:
         decided_by = "llm"
         not_found = reason = "the LLM rejected every candidate: " + "; ".join(
             f"{number_of(state, t['id'])}: {state['reasons'].get(str(t['id']), '')}" for t in candidates
         )
+    extra = {"ambiguity": state["ambiguity"]} if state.get("ambiguity") else {}
     decision = TrackDecision(id=state["ref_id"], text=state["reference"], concepts_tried=state.get("concepts_tried", []),
                              concept=state.get("concept"), candidates=candidates, rounds=state.get("rounds", []),
-                             accepted=accepted, decided_by=decided_by, reason=reason, not_found=not_found)  # fmt: skip
+                             accepted=accepted, decided_by=decided_by, reason=reason, not_found=not_found, **extra)  # fmt: skip
     ctx.tracer.event(
         "tracks_decided", ref=state["ref_id"], accepted=accepted, decided_by=decided_by, reason=reason
     )

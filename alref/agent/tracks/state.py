@@ -62,6 +62,9 @@ class TracksState(TypedDict, total=False):
     verdicts: dict[str, str]  # str(track id) -> its latest verdict
     reasons: dict[str, str]
     rounds: list[TrackRound]
+    feedback: str | None  # what verification (or the person) said about the candidates
+    ambiguity: dict[str, Any] | None  # the uncertain candidates and how they were settled
+    max_rounds: int  # the last round number this branch may reach (a re-judging adds one)
     decisions: Annotated[list[TrackDecision], operator.add]
 
 
