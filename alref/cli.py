@@ -540,8 +540,8 @@ def doctor(
     *,
     given: Given,
 ) -> None:
-    """Versions, device, which models are available, and whether the LLM is configured, reachable and
-    lists the model (the same model and LLM flags as `alref segment`)."""
+    """Versions, device, torch CPU threads and wait policy, which models are available, and whether the
+    LLM is configured, reachable and lists the model (the same model and LLM flags as `alref segment`)."""
     from rich.text import Text
 
     from alref.doctor import report

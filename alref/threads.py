@@ -4,7 +4,8 @@ torch runs its CPU ops on an OpenMP thread pool (libgomp in the PyPI wheels). By
 thread *spins* for a few milliseconds before it sleeps, so on a machine where anything else is busy
 (another program, a browser app's server, alref's own decoding and mask-writing threads) the spinners
 hold the cores that the thread each op waits for needs, and a run collapses: on a 2-core machine beside
-one busy core, SAM 2 propagated up to 10x slower (``benchmarks/contention.py``). So alref
+one busy core, SAM 2 propagated 4-10x slower than alone, against 1.35x with the passive policy
+(``benchmarks/contention.py``; README, Performance). So alref
 
 - sets ``OMP_WAIT_POLICY=PASSIVE`` (idle pool threads sleep at once; how they wait changes no result)
   where the environment names no policy. libgomp reads it once, when torch loads it, so
@@ -17,10 +18,12 @@ one busy core, SAM 2 propagated up to 10x slower (``benchmarks/contention.py``).
   where one is given, through :func:`use_threads`, which :func:`alref.config.load_settings` calls (the
   environment's ``OMP_NUM_THREADS`` while torch is not loaded yet, else ``torch.set_num_threads``).
   Without one torch keeps its own count: ``OMP_NUM_THREADS`` if set, else every CPU this process may
-  use, which with the passive policy was the fastest both alone and beside a busy core.
+  use (one thread was as robust beside a busy core, but gives the real models half of a 2-core CPU).
 
 ``ALREF_TORCH_DEFAULTS=1`` turns both off (torch exactly as it comes; ``benchmarks/contention.py``
-compares the two). This module imports nothing of alref and never imports torch.
+compares the two): the passive policy's cost is on an otherwise idle machine, where waking a sleeping
+thread for each small op made the tiny smoke models' propagation ~50 % slower (2.6 -> 3.9 s). This
+module imports nothing of alref and never imports torch.
 """
 
 from __future__ import annotations

@@ -24,11 +24,7 @@ STEP_MARKERS = [
 ]
 
 
-def text_of(message: Any) -> str:
-    content = message.content if hasattr(message, "content") else message.get("content")
-    if isinstance(content, str):
-        return content
-    return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+text_of = verify_script.text_of  # a message's text, whatever its shape (one helper for both scripts)
 
 
 def step_of(messages: list[Any]) -> str:

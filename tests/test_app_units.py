@@ -173,3 +173,16 @@ def test_each_action_draws_one_progress_bar(tmp_path):
             assert targets is not None and len(targets) == 1, dep
     segment = next(d for d in page.config["dependencies"] if len(d["outputs"]) == 5)
     assert [ids[i] for i in segment["show_progress_on"]] == ["alref-result"]
+
+
+def test_a_turn_that_asks_shows_the_candidates_image(tmp_path):
+    """A chat turn that stopped to ask (status "question") shows the image its question names; the next
+    turn goes back to the objects' preview."""
+    from alref.app.session import AppConfig, TabSession
+
+    tab = TabSession(AppConfig(given={}, db=tmp_path / "db", out=tmp_path / "app"))
+    image = tmp_path / "boxes.jpg"
+    tab.reports.append({"status": "question", "preview": str(image), "answer": "Which do you mean?"})
+    assert tab.preview() == str(image)
+    tab.reports.append({"status": "ok", "preview": None, "answer": "done"})
+    assert tab.preview() is None  # no objects yet: nothing to preview

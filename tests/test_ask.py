@@ -12,6 +12,7 @@ import pytest
 import synth
 from agent_script import Script
 from llm_server import Reply
+from test_tracks_pipeline import shapes  # noqa: F401, F811 - the fixture
 
 import alref
 from alref.agent.questions import Choice, QuestionPending, read_answer
@@ -169,18 +170,10 @@ def test_verification_unsure_asks_and_no_takes_the_next_candidate(video, tmp_pat
     assert script.steps["verify_masks"] == 1  # the resumed graph did not ask the LLM again
 
 
-def test_tracks_candidates_left_uncertain_are_asked_or_decided_by_the_policy(tmp_path, monkeypatch):
+def test_tracks_candidates_left_uncertain_are_asked_or_decided_by_the_policy(tmp_path, shapes):  # noqa: F811 - the imported fixture
+    """``shapes``: the shapes video, tracked by the stand-in concept tracker (test_tracks_pipeline)."""
     from test_tracks_graph import Judge
-    from test_tracks_pipeline import ShapeTracker
 
-    from alref.pipeline import tracks as tracks_module
-    from alref.tools.registry import ToolSpec
-
-    spec = ToolSpec("shape-tracks", "concept_tracks", "shapes", lambda source, device, **_: ShapeTracker())
-    monkeypatch.setattr(
-        tracks_module, "resolve_tracker", lambda s: tracks_module.TrackModels(spec, None, "cpu")
-    )
-    shapes = synth.write_shapes_video(tmp_path / "v.mp4", num_frames=N, width=W, height=H, fps=10)
     concept = json.dumps({"reasoning": "shapes", "concept": "shape", "alternatives": []})
     settings = load_settings(strategy="tracks", clip_frames=10, overlay=False, cache=False, verify=False,
                              track_rounds=1)  # fmt: skip

@@ -13,6 +13,7 @@ import synth
 import verify_script
 from agent_script import Script
 from scripted_llm import ScriptedChatModel, connection_error
+from test_tracks_pipeline import shapes  # noqa: F401, F811 - the fixture
 
 import alref
 from alref.core.baseline import next_candidate
@@ -240,18 +241,10 @@ def test_without_an_llm_only_the_cheap_checks_run(video, tmp_path):
 # --- the tracks strategy ----------------------------------------------------------------------------
 
 
-def test_tracks_partial_judges_the_rejected_again_and_wrong_rejects(tmp_path, monkeypatch):
+def test_tracks_partial_judges_the_rejected_again_and_wrong_rejects(tmp_path, shapes):  # noqa: F811 - the imported fixture
+    """``shapes``: the shapes video, tracked by the stand-in concept tracker (test_tracks_pipeline)."""
     from test_tracks_graph import Judge
-    from test_tracks_pipeline import ShapeTracker
 
-    from alref.pipeline import tracks as tracks_module
-    from alref.tools.registry import ToolSpec
-
-    spec = ToolSpec("shape-tracks", "concept_tracks", "shapes", lambda source, device, **_: ShapeTracker())
-    monkeypatch.setattr(
-        tracks_module, "resolve_tracker", lambda s: tracks_module.TrackModels(spec, None, "cpu")
-    )
-    shapes = synth.write_shapes_video(tmp_path / "v.mp4", num_frames=N, width=W, height=H, fps=10)
     concept = json.dumps({"reasoning": "shapes", "concept": "shape", "alternatives": []})
 
     def run(out, judge, **settings):

@@ -273,6 +273,9 @@ class TabSession:
 
     def preview(self) -> str | None:
         session = self.session
+        last = self.reports[-1] if self.reports else {}
+        if last.get("status") == "question" and last.get("preview"):  # the candidates the question names
+            return str(last["preview"])
         if session is None or not session.objects:
             return None
         turn = sum(role == "user" for role, _ in self.history)

@@ -162,9 +162,15 @@ def build_app(config: AppConfig) -> Any:
             report = tab.ask(text or "", progress_of(progress))
         except AlrefError as exc:
             return (*chat_outputs(tab, _status(str(exc), error=True)), gr.skip())
-        failed = report["status"] != "ok"
-        status = _status("the LLM gave no answer; the conversation is saved, ask again later", error=True)
-        return (*chat_outputs(tab, status if failed else _video_info(tab)), "")
+        if report["status"] == "llm_error":
+            status = _status("the LLM gave no answer; the conversation is saved, ask again later", error=True)
+        elif report["status"] == "question":  # the turn's answer is the question; the next message answers it
+            status = _status(
+                "alref asks which one you mean: answer in the message box (a number, several, none, or words)"
+            )
+        else:
+            status = _video_info(tab)
+        return (*chat_outputs(tab, status), "")
 
     def edit(action):
         def run(tab, object_id, name, progress=gr.Progress()):  # noqa: B008

@@ -30,8 +30,7 @@ from alref.agent.tracks.state import TracksInput, TracksOutput, TracksRunState, 
 def build_reference_graph(settings: Any):
     g = StateGraph(TracksState, context_schema=AgentContext, output_schema=TracksOutput)
     for name in ("extract_concepts", "extract_concepts_fallback", "generate_tracks", "describe_candidates",
-                 "show_candidates", "judge_candidates", "judge_candidates_fallback", "resolve_uncertain",
-                 "finish_tracks"):  # fmt: skip
+                 *JUDGING):  # fmt: skip
         g.add_node(name, traced(name, getattr(nodes, name)))
     g.add_edge(START, "extract_concepts")
     g.add_conditional_edges("extract_concepts", nodes.route_after_extract_concepts,
@@ -42,9 +41,26 @@ def build_reference_graph(settings: Any):
         ["describe_candidates", "show_candidates", "generate_tracks", "judge_candidates_fallback", "finish_tracks"],
     )  # fmt: skip
     g.add_edge("describe_candidates", "show_candidates")
+    add_judging(g, settings.track_rounds)
+    return g.compile()
+
+
+JUDGING = (
+    "show_candidates",
+    "judge_candidates",
+    "judge_candidates_fallback",
+    "resolve_uncertain",
+    "finish_tracks",
+)
+
+
+def add_judging(g: StateGraph, track_rounds: int) -> None:
+    """The judging rounds and the end, shared by the reference graph and the re-judging one: show →
+    judge (re-asked, falling back) → the next round, the person or the policy for candidates left
+    uncertain, and ``finish_tracks``. A state's ``max_rounds`` (a re-judging) overrides ``track_rounds``."""
     g.add_edge("show_candidates", "judge_candidates")
     g.add_conditional_edges(
-        "judge_candidates", lambda s: nodes.route_after_judge(s, s.get("max_rounds") or settings.track_rounds),
+        "judge_candidates", lambda s: nodes.route_after_judge(s, s.get("max_rounds") or track_rounds),
         ["show_candidates", "judge_candidates", "judge_candidates_fallback", "resolve_uncertain", "finish_tracks"],
     )  # fmt: skip
     g.add_edge("judge_candidates_fallback", "finish_tracks")
@@ -52,7 +68,6 @@ def build_reference_graph(settings: Any):
         "resolve_uncertain", nodes.route_after_resolve, ["show_candidates", "finish_tracks"]
     )
     g.add_edge("finish_tracks", END)
-    return g.compile()
 
 
 def fan_out(state: TracksRunState) -> list[Send]:
@@ -77,19 +92,9 @@ def build_rejudge_graph(checkpointer: Any = None):
     re-asked and falling back as in the first judging), then ``finish_tracks``; nothing pending:
     ``finish_tracks`` at once (the verdicts already changed decide)."""
     g = StateGraph(TracksState, context_schema=AgentContext, output_schema=TracksOutput)
-    for name in ("show_candidates", "judge_candidates", "judge_candidates_fallback", "resolve_uncertain",
-                 "finish_tracks"):  # fmt: skip
+    for name in JUDGING:
         g.add_node(name, traced(name, getattr(nodes, name)))
     g.add_conditional_edges(START, lambda s: "show_candidates" if s.get("pending") else "finish_tracks",
                             ["show_candidates", "finish_tracks"])  # fmt: skip
-    g.add_edge("show_candidates", "judge_candidates")
-    g.add_conditional_edges(
-        "judge_candidates", lambda s: nodes.route_after_judge(s, s["max_rounds"]),
-        ["show_candidates", "judge_candidates", "judge_candidates_fallback", "resolve_uncertain", "finish_tracks"],
-    )  # fmt: skip
-    g.add_edge("judge_candidates_fallback", "finish_tracks")
-    g.add_conditional_edges(
-        "resolve_uncertain", nodes.route_after_resolve, ["show_candidates", "finish_tracks"]
-    )
-    g.add_edge("finish_tracks", END)
+    add_judging(g, 1)  # the state's max_rounds decides
     return g.compile(checkpointer=checkpointer)
