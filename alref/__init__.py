@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from alref.pipeline.result import SegmentResult
 
-__all__ = ["segment", "SegmentResult", "__version__"]
+__all__ = ["segment", "refine", "SegmentResult", "__version__"]
 
 
 def segment(
@@ -48,6 +48,35 @@ def segment(
     out_dir = Path(out) if out is not None else Path("alref-out") / Path(video).stem
     data = segment_video(video, refs, out_dir, load_settings(**settings), force=force, chat_model=chat_model)
     return SegmentResult(out_dir, data)
+
+
+def refine(
+    run: str | Path,
+    object_id: int,
+    frame: int,
+    points: Sequence[Sequence[float]] = (),
+    labels: Sequence[int] | None = None,
+    box: Sequence[float] | None = None,
+    *,
+    video: str | Path | None = None,
+    keep_work: bool = False,
+    **settings: Any,
+) -> SegmentResult:
+    """Correct object ``object_id`` of the finished run in folder ``run`` with clicks and/or a box on
+    ``frame`` (video pixels): ``points`` [(x, y), …] with ``labels`` (1 positive, 0 negative; default
+    all positive), ``box`` (x0, y0, x1, y1). SAM 2 propagates the object again from the run's boxes and
+    every refinement so far; the masks, masks.json, overlay.mp4 and result.json are replaced atomically
+    and the prompt is recorded (``references[i]["refinements"]``). The same prompt again changes nothing.
+    ``settings`` override the run's (``models="smoke"``, ``device="cuda"``, …). Raises an
+    :class:`alref.errors.InputError` for a prompt outside the frame, a frame out of range, an unknown
+    object, or a folder that is not a finished pivot-strategy run."""
+    from alref.pipeline.refine import make_refinement, refine_run
+    from alref.pipeline.result import SegmentResult
+
+    kinds = [1] * len(points) if labels is None else list(labels)
+    refinement = make_refinement(frame, points, kinds, box)
+    data, _ = refine_run(run, object_id, refinement, given=settings, keep_work=keep_work, video=video)
+    return SegmentResult(Path(run), data)
 
 
 def __getattr__(name: str):

@@ -10,6 +10,7 @@ a command here declares only its other options and receives the settings given a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -278,6 +279,83 @@ def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# refine
+
+
+@app.command(cls=SettingsCommand)
+@settings_options(MODELS)
+def refine(
+    run: Annotated[Path, typer.Argument(help="a finished run's folder (the --out of alref segment)")],
+    object_id: Annotated[
+        int, typer.Option("--object", metavar="ID", help="the object to refine (its id in result.json)")
+    ] = 1,
+    frame: Annotated[
+        int | None, typer.Option("--frame", metavar="N", help="the frame the prompt is on (0-based)")
+    ] = None,
+    point: Annotated[
+        list[str] | None,
+        typer.Option("--point", metavar="X,Y", help="a positive click in video pixels (repeat)"),
+    ] = None,
+    negative: Annotated[
+        list[str] | None,
+        typer.Option("--negative", metavar="X,Y", help="a negative click: not the object (repeat)"),
+    ] = None,
+    box: Annotated[
+        str | None, typer.Option("--box", metavar="X0,Y0,X1,Y1", help="a box around the object")
+    ] = None,
+    video: Annotated[
+        Path | None,
+        typer.Option("--video", help="the run's video, if it is no longer where result.json says"),
+    ] = None,
+    keep_work: Annotated[
+        bool, typer.Option("--keep-work", help="keep the decoded frames in RUN/work for the next refine")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the updated result.json to stdout")] = False,
+    *,
+    given: Given,
+) -> None:
+    """Correct one object of a finished run with clicks and/or a box on one frame: SAM 2 propagates it
+    again with the run's boxes and every refinement so far; masks, masks.json, overlay.mp4 and
+    result.json are replaced atomically. Positive clicks go before negative ones. The models default to
+    the run's (--models overrides)."""
+    from alref.errors import InputError
+    from alref.pipeline.refine import make_refinement, parse_box, parse_xy, refine_run
+    from alref.progress import RichReporter
+
+    if frame is None:
+        raise InputError("give the frame the prompt is on, e.g. --frame 40")
+    positives = [parse_xy(p) for p in point or []]
+    negatives = [parse_xy(p, "--negative") for p in negative or []]
+    if not positives and not negatives and box is None:
+        raise InputError("give a prompt: --point X,Y, --negative X,Y and/or --box X0,Y0,X1,Y1")
+    refinement = make_refinement(
+        frame, [*positives, *negatives], [1] * len(positives) + [0] * len(negatives),
+        parse_box(box) if box is not None else None,
+    )  # fmt: skip
+    reporter = RichReporter(err_console)
+    result, changed = refine_run(run, object_id, refinement, given=given, reporter=reporter,
+                                 keep_work=keep_work, video=video)  # fmt: skip
+    if as_json:
+        _print_json(result)
+        return
+    ref = next(r for r in result["references"] if r["id"] == object_id)
+    if not changed:
+        out_console.print(
+            f"already applied: object {object_id} has this prompt on frame {frame}; nothing changed",
+            **_PLAIN,
+        )
+        return
+    frames = f"{ref['masks']['frames_with_mask']}/{result['input']['num_frames']}"
+    out_console.print(
+        f"refined object {object_id} on frame {frame} ({len(ref['refinements'])} refinement(s) in all): "
+        f"{frames} frames with a mask; outputs in {run}/",
+        **_WRAPPED,
+    )
+    if result.get("smoke"):
+        out_console.print(f"[yellow]{result['smoke_note']}[/]")
+
+
+# ---------------------------------------------------------------------------------------------
 # chat
 
 
@@ -376,7 +454,8 @@ def chat(
                 _print_objects(session.describe_objects())
             failed = 0
             for text in _turns(message):
-                report = conversation.ask(text)
+                with _turn_progress() as on_step:  # the turn's steps as they happen, on stderr
+                    report = conversation.ask(text, on_step=on_step)
                 _print_turn(report, as_json)
                 failed += report["status"] == "llm_error"  # a question waits for the next message
         finally:
@@ -387,6 +466,25 @@ def chat(
                 highlight=False, markup=False,
             )  # fmt: skip
             raise typer.Exit(4)
+
+
+@contextlib.contextmanager
+def _turn_progress():
+    """A chat turn's steps as they happen: a spinner line on a terminal, plain lines when piped."""
+
+    def say(event: dict[str, Any]) -> str:
+        if event["step"] == "tool_call":
+            args = ", ".join(f"{k}={v!r}" for k, v in event["args"].items())
+            return f"calling {event['tool']}({args[:120]})"
+        if event["step"] == "tool_result":
+            return f"{event['tool']} {'failed' if event['error'] else 'done'}; asking the model what next"
+        return "answered"
+
+    if err_console.is_terminal:
+        with err_console.status("asking the model…") as spinner:
+            yield lambda event: spinner.update(escape(say(event)))
+    else:
+        yield lambda event: err_console.print(f"  … {say(event)}", highlight=False, markup=False)
 
 
 def _print_objects(objects: list[dict[str, Any]]) -> None:

@@ -292,3 +292,25 @@ def test_a_worker_gets_the_api_key_from_the_drivers_environment(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")
     assert settings.api_key == "sk-from-env"
     assert "sk-from-env" not in json.dumps(settings.public_dict())
+
+
+def test_a_dead_workers_queued_llm_call_gets_no_slot():
+    """The cluster's LLM gate: a worker that dies while its call waits for a slot must not keep the slot
+    it is given after its other slots were taken back (the driver's release_all ran first)."""
+    import asyncio
+
+    from alref.pipeline.cluster import _Gate
+
+    async def scenario() -> dict:
+        gate = _Gate(1)
+        await gate.acquire("alive")
+        waiting = asyncio.create_task(gate.acquire("dead"))  # queued behind the one slot
+        await asyncio.sleep(0)
+        assert await gate.release_all("dead") == 0  # the driver saw the death: nothing held yet
+        await gate.release("alive")
+        await waiting  # the queued call gets the slot... and gives it straight back
+        await asyncio.wait_for(gate.acquire("alive"), 5)  # so the slot is free for the living
+        await gate.release("alive")
+        return await gate.stats()
+
+    assert asyncio.run(scenario())["held"] == 0

@@ -287,3 +287,19 @@ def test_track_referent_makes_an_object_of_each_accepted_track(tmp_path, video):
             )
     finally:
         store.__exit__(None, None, None)
+
+
+def test_a_piped_chat_turn_shows_its_steps_as_they_happen(run_cli, tmp_path, video, llm_server, monkeypatch):
+    """Piped (not a terminal): one plain line per step on stderr — the tool call, its end — before the answer
+    on stdout."""
+    monkeypatch.setenv("ALREF_LLM_BACKOFF", "0")
+    red = list(map(float, synth.red_square_box(0, N, W, H)))
+    llm_server.default = segment_then_list(red)
+    code, stdout, stderr = run_cli("chat", str(video), "-m", "segment the red square", "--models", "smoke", "--llm",
+                                   "m", "--llm-base-url", llm_server.base_url, "--db", str(tmp_path / "c.sqlite"),
+                                   "--out", str(tmp_path / "c"))  # fmt: skip
+    assert code == 0, stderr
+    lines = [line.strip() for line in stderr.splitlines() if line.strip().startswith("…")]
+    assert lines[0].startswith("… calling segment_box(frame=0, box=[") and "name='red square'" in lines[0]
+    assert lines[1] == "… segment_box done; asking the model what next" and lines[-1] == "… answered"
+    assert "Done." in stdout

@@ -84,16 +84,16 @@ def test_bad_input_fails_the_run_with_one_line_and_the_server_keeps_serving(clie
     assert {a["graph_id"] for a in client.assistants.search()} >= {"segment"}  # still serving
 
 
-def test_chat_thread_answers_and_keeps_its_objects_across_runs(client, video, tmp_path, llm_server):
+def chat_context(video, tmp_path, llm_server) -> tuple[list[float], dict]:
+    """The red square's box on frame 0, and a chat run's context; the scripted LLM segments it, then lists."""
     red = list(map(float, synth.red_square_box(0, N, W, H)))
     llm_server.default = segment_then_list(red)
-    context = {
-        **SMOKE,
-        "llm": "m",
-        "llm_base_url": llm_server.base_url,
-        "video": str(video),
-        "out": str(tmp_path / "c"),
-    }
+    return red, {**SMOKE, "llm": "m", "llm_base_url": llm_server.base_url, "video": str(video),
+                 "out": str(tmp_path / "c")}  # fmt: skip
+
+
+def test_chat_thread_answers_and_keeps_its_objects_across_runs(client, video, tmp_path, llm_server):
+    red, context = chat_context(video, tmp_path, llm_server)
     thread = client.threads.create()["thread_id"]
     first = client.runs.wait(thread, "chat", input={"messages": [{"role": "user", "content": "segment the red square"}]},
                              context=context)  # fmt: skip
@@ -167,3 +167,15 @@ def test_segment_asks_with_an_interrupt_and_resumes_by_number_and_by_text(
     )
     assert clips[pending["value"]["clip"]]["box_number"] == 3  # the LLM, told the person's words
     assert script.steps["choose_box"] == 3
+
+
+def test_chat_streams_its_steps(client, video, tmp_path, llm_server):
+    red, context = chat_context(video, tmp_path, llm_server)
+    thread = client.threads.create()["thread_id"]
+    events = [chunk.data for chunk in client.runs.stream(
+        thread, "chat", input={"messages": [{"role": "user", "content": "segment the red square"}]}, context=context,
+        stream_mode="custom") if chunk.event == "custom"]  # fmt: skip
+    steps = [e["step"] for e in events]
+    assert steps == ["tool_call", "tool_result", "answer"]
+    assert events[0]["tool"] == "segment_box" and events[0]["args"]["name"] == "red square"
+    assert not events[1]["error"] and events[2]["text"] == "Done."

@@ -87,7 +87,10 @@ def test_help_shows_the_defaults(run_cli, monkeypatch):
 
 def test_segment_help_lists_the_readme_flags(run_cli, monkeypatch):
     not_alref = {"--limit-mm-per-prompt", "--head", "--port", "--address"}  # vLLM's; `ray start`'s
-    readme = _readme_flags("### `alref segment", "### `alref chat") - not_alref
+    readme = _readme_flags("### `alref segment", "### `alref refine") - not_alref
+    assert {"--object", "--frame", "--point", "--negative", "--box"} <= _readme_flags(
+        "### `alref refine", "### `alref chat"
+    ) & _flags("refine")
     assert {"--clip-frames", "--no-cache", "--no-overlay", "--audio", "--energy-db"} <= readme
     assert readme <= _flags("segment")
     monkeypatch.setenv("COLUMNS", "250")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -458,7 +459,17 @@ def test_processor_settings_follow_the_video_processor_precedence(tmp_path: Path
 # ----------------------------------------------------------------------------------------------
 # alref's session against the canonical transformers session, on the same weights and pixels
 
-Prompt = tuple[int, int, tuple[float, float, float, float]]  # frame, object id, box
+
+@dataclass(frozen=True)
+class Clicks:
+    """Point prompts (label 1 positive, 0 negative), optionally with a box, for one object on one frame."""
+
+    points: tuple[tuple[float, float], ...]
+    labels: tuple[int, ...]
+    box: tuple[float, float, float, float] | None = None
+
+
+Prompt = tuple[int, int, "tuple[float, float, float, float] | Clicks"]  # frame, object id, box or clicks
 ONE_OBJECT: list[Prompt] = [(4, 1, (25, 20, 55, 50))]
 TWO_OBJECTS: list[Prompt] = [  # object 1 is co-tracked on object 2's prompt frames 3 and 8, and 2 on 6
     (1, 1, (10, 20, 40, 50)),
@@ -478,15 +489,26 @@ def canonical_session(segmenter: Sam2VideoSegmenter, store: MemmapFrameStore) ->
 
 
 def add_box_canonically(segmenter: Sam2VideoSegmenter, session: object, prompt: Prompt) -> torch.Tensor:
-    """The processor's own box handling (it needs no image processor for that), then ``model(...)``."""
+    """The processor's own box and point handling (it needs no image processor for that), then
+    ``model(...)``: a box as ``input_boxes``; clicks as ``input_points`` + ``input_labels`` (+ their box)."""
     from transformers.models.sam2_video.processing_sam2_video import Sam2VideoProcessor
 
     processor = object.__new__(Sam2VideoProcessor)  # __init__ would build the torchvision processors
     processor.target_size, processor.point_pad_value = segmenter.image_size, -10
-    frame, obj_id, box = prompt
-    processor.add_inputs_to_inference_session(
-        session, frame_idx=frame, obj_ids=obj_id, input_boxes=[[list(box)]]
-    )
+    frame, obj_id, what = prompt
+    if isinstance(what, Clicks):
+        processor.add_inputs_to_inference_session(
+            session,
+            frame_idx=frame,
+            obj_ids=obj_id,
+            input_points=[[[list(point) for point in what.points]]],
+            input_labels=[[list(what.labels)]],
+            input_boxes=None if what.box is None else [[list(what.box)]],
+        )
+    else:
+        processor.add_inputs_to_inference_session(
+            session, frame_idx=frame, obj_ids=obj_id, input_boxes=[[list(what)]]
+        )
     with torch.inference_mode():
         return segmenter.model(inference_session=session, frame_idx=frame).pred_masks.clone()
 
@@ -519,8 +541,8 @@ def assert_matches_canonical(
     session = segmenter.start_session(store, H, W)
     assert all(torch.equal(session.state.get_frame(i), canonical.processed_frames[i]) for i in range(N))
     ids = list(dict.fromkeys(obj_id for _, obj_id, _ in prompts))
-    for (frame, obj_id, box), expected in zip(prompts, added, strict=True):
-        got = session.add_box_logits(frame, obj_id, box)
+    for prompt, expected in zip(prompts, added, strict=True):
+        got = add_logits(session, prompt)
         assert_logits_equal(got, expected, [i for i in ids if i in got])
     propagated = list(session.propagate_logits(start))
     order = [*range(start + 1, N), *range(start, -1, -1)] if start > 0 else list(range(N))
@@ -528,6 +550,14 @@ def assert_matches_canonical(
     for frame, got in propagated:  # frame ``start``: the reverse pass's output (the later one)
         assert_logits_equal(got, reverse[frame] if frame in reverse else forward[frame], ids)
     return session, canonical
+
+
+def add_logits(session: SegmentationSession, prompt: Prompt) -> dict[int, torch.Tensor]:
+    """alref's call for a prompt: ``add_box_logits`` for a box, ``add_points_logits`` for clicks."""
+    frame, obj_id, what = prompt
+    if isinstance(what, Clicks):
+        return session.add_points_logits(frame, obj_id, what.points, what.labels, what.box)
+    return session.add_box_logits(frame, obj_id, what)
 
 
 def assert_same_memory(session: SegmentationSession, canonical: object) -> None:
@@ -676,6 +706,81 @@ class _Info:
 
 def _prompted(segmenter: Sam2VideoSegmenter, store: MemmapFrameStore, prompts) -> SegmentationSession:
     session = segmenter.start_session(store, H, W)
-    for frame, obj_id, box in prompts:
-        session.add_box(frame, obj_id, box)
+    for prompt in prompts:
+        add_logits(session, prompt)
     return session
+
+
+# ----------------------------------------------------------------------------------------------
+# point prompts (clicks), against the canonical session too
+
+POINT_CASES: dict[str, list[Prompt]] = {
+    "a point alone": [(5, 1, Clicks(((45, 35),), (1,)))],
+    "a point after a box": [*ONE_OBJECT, (7, 1, Clicks(((60, 35),), (1,)))],
+    "negative points": [*ONE_OBJECT, (7, 1, Clicks(((60, 35), (20, 30), (90, 70)), (1, 0, 0)))],
+    "points and a box": [*ONE_OBJECT, (7, 1, Clicks(((60, 35), (50, 60)), (1, 0), (45, 20, 75, 50)))],
+    "clicks replace the box on its frame": [*ONE_OBJECT, (4, 1, Clicks(((40, 35), (5, 5)), (1, 0)))],
+    "two objects, a click on a frame of the other": [*TWO_OBJECTS, (2, 2, Clicks(((30, 35),), (1,)))],
+}
+
+
+@pytest.mark.parametrize("case", list(POINT_CASES))
+def test_points_match_the_canonical_session(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore, case: str
+) -> None:
+    prompts = POINT_CASES[case]
+    session, canonical = assert_matches_canonical(segmenter, store, prompts, start=prompts[-1][0])
+    assert_same_memory(session, canonical)
+    if case == "points and a box":
+        assert_matches_canonical(segmenter, store, prompts, start=0)
+
+
+def test_a_click_on_a_co_tracked_frame_refines_it_as_transformers_does(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore
+) -> None:
+    """Clicks alone (no box) on a frame where their object was co-tracked: transformers refines the tracked
+    output (no conditioning frame), and so does alref (unlike a box, see the box test above)."""
+    prompts: list[Prompt] = [*TWO_OBJECTS[:2], (3, 1, Clicks(((40, 35),), (1,)))]  # 1 co-tracked on 3
+    session, canonical = assert_matches_canonical(segmenter, store, prompts, start=3)
+    assert_same_memory(session, canonical)
+    session = _prompted(segmenter, store, prompts)
+    outputs = session.state.output_dict_per_obj[session.state.obj_id_to_idx(1)]
+    assert sorted(outputs["cond_frame_outputs"]) == [1] and sorted(outputs["non_cond_frame_outputs"]) == [3]
+
+
+def test_points_reach_the_model_scaled_after_the_box(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore
+) -> None:
+    session = segmenter.start_session(store, H, W)
+    box, points = (10.0, 5.0, 60.5, 70.0), ((30.0, 40.0), (3.5, 70.0))
+    session.add_points(3, 1, points, [1, 0], box=box)
+    session.add_points(6, 1, points[:1], [1])
+    inputs = session.state.point_inputs_per_obj[session.state.obj_id_to_idx(1)]
+    scale = np.array([256 / W, 256 / H])
+    expected = np.concatenate([np.array(box).reshape(2, 2), np.array(points)]) * scale
+    np.testing.assert_allclose(inputs[3]["point_coords"].numpy(), expected[None, None], rtol=1e-6)
+    assert inputs[3]["point_labels"].tolist() == [[[2, 3, 1, 0]]]
+    assert inputs[3]["point_labels"].dtype == torch.int64  # the processor's int32 box labels, promoted
+    np.testing.assert_allclose(inputs[6]["point_coords"].numpy(), expected[None, None, 2:3], rtol=1e-6)
+    assert inputs[6]["point_labels"].tolist() == [[[1]]] and inputs[6]["point_labels"].dtype == torch.int64
+    session.add_box(6, 1, box)  # a later box replaces the clicks on that frame
+    assert inputs[6]["point_labels"].tolist() == [[[2, 3]]]
+
+
+def test_bad_point_prompts_are_rejected(segmenter: Sam2VideoSegmenter, store: MemmapFrameStore) -> None:
+    session = segmenter.start_session(store, H, W)
+    for points, labels, box in [
+        ([(1, 2)], [1, 0], None),  # a label too many
+        ([(1, 2)], [2], None),  # not 0 or 1
+        ([], [], None),  # nothing
+        ([(1, float("nan"))], [1], None),
+        ([(1, 2, 3)], [1], None),
+        ([(1, 2)], [1], (5, 5, 1, 1)),
+    ]:
+        with pytest.raises(ValueError):
+            session.add_points(0, 1, points, labels, box)
+    with pytest.raises(IndexError):
+        session.add_points(N, 1, [(1, 2)], [1])
+    assert session.object_ids == []
+    session.add_points(0, 1, [], [], box=(1, 2, 30, 40))  # a box alone is a prompt too
+    assert session.object_ids == [1]

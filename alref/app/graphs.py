@@ -201,7 +201,7 @@ def _session(thread: str, video: str, audio: str | None, out: Path, settings: Se
 
 def chat(state: ChatThreadState, runtime: Runtime[Any]) -> dict[str, Any]:
     """One turn: the chat agent answers the new messages with its tools (as `alref chat` does)."""
-    from alref.agent.chat.agent import build_chat_graph
+    from alref.agent.chat.agent import build_chat_graph, steps_of
     from alref.agent.chat.select import make_select_referent, make_track_referent
     from alref.agent.chat.tools import make_tools
     from alref.agent.llm import LLMClient
@@ -229,7 +229,15 @@ def chat(state: ChatThreadState, runtime: Runtime[Any]) -> dict[str, Any]:
         )
         inner = build_chat_graph(session, llm, tools, int(context.get("max_steps") or 8))
         before = len(state["messages"])
-        result = inner.invoke({"messages": state["messages"], "steps": 0}, {"recursion_limit": 100})
+        write = get_stream_writer()  # the turn's steps as custom stream events, as they happen
+        result: dict[str, Any] = {}
+        for mode, chunk in inner.stream({"messages": state["messages"], "steps": 0}, {"recursion_limit": 100},
+                                        stream_mode=["updates", "values"]):  # fmt: skip
+            if mode == "updates":
+                for event in steps_of(chunk):
+                    write(event)
+            else:
+                result = chunk
     except AlrefError as exc:
         raise _fail(exc) from None
     return {

@@ -12,6 +12,8 @@
                      agent/verify/round<K>.jpg      (verification: the masks outlined, with object ids)
                      tracks/<concept digest>.json  (a concept's tracks, masks as RLE)
                      chat/masks_<objects digest>.json (a chat's objects' masks as RLE)
+                     refine/                      (`alref refine`: the new outputs before they replace
+                                                   the run's, removed once they have)
     OUT/trace/       events.jsonl  images/<sha256[:16]>.jpg
 
 ``work/`` is deleted after a finished run unless ``--keep-work``, except what a rerun needs to skip
@@ -125,6 +127,11 @@ class Workspace:
 
     def verify_image(self, round_: int) -> Path:
         return self.agent / "verify" / f"round{round_}.jpg"
+
+    @property
+    def refine_staging(self) -> Path:
+        """Where ``alref refine`` writes the run's new outputs before they replace the old ones."""
+        return self.work / "refine"
 
     def chat_masks(self, digest: str) -> Path:
         """The masks of a chat's objects (as RLE) for the objects whose prompts hash to ``digest``."""

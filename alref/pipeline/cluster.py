@@ -128,10 +128,14 @@ class _Gate:
         self.limit = limit
         self.free = asyncio.Semaphore(limit)
         self.held: Counter[str] = Counter()
+        self.gone: set[str] = set()  # dead workers: a call of theirs still queued here gets no slot
         self.most = 0
 
     async def acquire(self, holder: str) -> None:
         await self.free.acquire()
+        if holder in self.gone:  # its worker died while this call waited: the slot goes straight back
+            self.free.release()
+            return
         self.held[holder] += 1
         self.most = max(self.most, sum(self.held.values()))
 
@@ -141,6 +145,7 @@ class _Gate:
             self.free.release()
 
     async def release_all(self, holder: str) -> int:
+        self.gone.add(holder)
         count = self.held.pop(holder, 0)
         for _ in range(count):
             self.free.release()

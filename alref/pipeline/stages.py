@@ -10,7 +10,7 @@ at full resolution (H × W × 3 bytes each, e.g. 2.6 MiB at 720p, ``samples`` pe
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -306,11 +306,28 @@ def decode_and_detect(
 
 
 def propagate_all(
-    segmenter, store, info, results: Sequence[ReferenceDecision], sink: MaskSink, reporter: Reporter
+    segmenter,
+    store,
+    info,
+    results: Sequence[ReferenceDecision],
+    sink: MaskSink,
+    reporter: Reporter,
+    refinements: Mapping[int, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[int, dict]:
     """Prompt SAM 2 with every valid clip pivot of every reference and propagate once, both ways.
-    Returns, per reference id, where its propagation started and why."""
+    ``refinements`` (reference id -> a person's prompts ``{frame, points, labels, box}``, in order) are
+    given to the session after that reference's boxes (``add_points``); a reference with no valid clip
+    starts at its first refinement's frame. Returns, per reference id, where its propagation started
+    and why."""
+    refinements = refinements or {}
     starts = {r["id"]: dict(zip(("frame", "reason"), start_frame(r["clips"]), strict=True)) for r in results}
+    for r in results:
+        if starts[r["id"]]["frame"] is None and refinements.get(r["id"]):
+            first = refinements[r["id"]][0]["frame"]
+            starts[r["id"]] = {
+                "frame": first,
+                "reason": f"no clip has a pivot; the first refinement's frame ({first})",
+            }
     prompted = [r for r in results if starts[r["id"]]["frame"] is not None]
     if prompted:
         session = segmenter.start_session(store, info.height, info.width)
@@ -323,6 +340,10 @@ def propagate_all(
                         part = EXTRA_OBJECTS * ref["id"] + 100 * d["clip"] + k
                         parts[part] = ref["id"]
                         session.add_box(d["pivot_frame"], part, tuple(box))
+            for prompt in refinements.get(ref["id"], ()):
+                session.add_points(
+                    prompt["frame"], ref["id"], prompt["points"], prompt["labels"], prompt["box"]
+                )
         # one propagation serves every object; it starts at the first object's start frame
         first = starts[prompted[0]["id"]]["frame"]
         with reporter.stage("propagation", info.num_frames) as stage:

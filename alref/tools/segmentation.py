@@ -23,6 +23,10 @@ bilinear, antialias on, aspect not kept):
 Prompts and masks:
 - a box (x1, y1, x2, y2) in video pixels -> two points labelled 2 and 3, x scaled by image_size / W and
   y by image_size / H (``Sam2VideoProcessor.add_inputs_to_inference_session`` with ``input_boxes``);
+- clicks (``add_points``): points (x, y) in video pixels scaled the same way, labels 1 (positive) and 0
+  (negative), int64; with a box, the box's two points come first, then the clicks (labels int64 then:
+  the processor concatenates its int32 [2, 3] with the int64 click labels). A prompt replaces every
+  earlier prompt of that object on that frame (the processor's ``clear_old_inputs=True``);
 - masks: the low-resolution logits (``pred_masks``) -> bilinear to the video's H x W -> ``> 0``
   (``Sam2VideoProcessor.post_process_masks``, which is SAM 2's own post-processing).
 
@@ -32,7 +36,9 @@ Session semantics, those of the canonical session after the same calls in the sa
   output is kept as memory, as transformers keeps it). One exception, as in SAM 2's reference code:
   a box always makes its frame a conditioning frame of its object, even where that object was
   co-tracked (transformers would treat it as a refinement click on the tracked mask); the object's
-  co-tracked output on that frame is dropped first.
+  co-tracked output on that frame is dropped first. Clicks without a box follow transformers exactly:
+  on a frame where their object was co-tracked they refine that tracked output (a non-conditioning
+  frame), elsewhere the frame becomes a conditioning frame of the object.
 - ``propagate(start)`` is ``propagate_in_video_iterator(start_frame_idx=start)`` then, when
   ``start > 0``, ``propagate_in_video_iterator(start_frame_idx=start, reverse=True)``: the reverse
   pass starts *at* ``start`` (re-running it in reverse mode), as the canonical iterator and SAM 2's
@@ -60,6 +66,7 @@ import contextlib
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -77,6 +84,16 @@ RESCALE_FACTOR = 1 / 255
 TINY_IMAGE_SIZE = 256
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 Box = tuple[float, float, float, float]
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt of one object on one frame: a box, clicks (label 1 positive, 0 negative), or both."""
+
+    box: Box | None = None
+    points: tuple[Point, ...] = ()
+    labels: tuple[int, ...] = ()
 
 
 def tiny_config() -> Any:
@@ -390,12 +407,64 @@ def box_points(box: Sequence[float], side: int, width: int, height: int) -> torc
     ``side / original_size``, where the original size is an int64 tensor, so torch computes the ratio
     as ``float32(1 / size) * side`` (``Tensor.__rtruediv__``), not ``float32(side / size)``. The two
     differ by a float32 step for sizes where ``side`` is not a power of two (SAM 3's 1008)."""
+    return _scaled(torch.tensor(box, dtype=torch.float32).view(1, 1, 2, 2), side, width, height)
+
+
+def _scaled(coords: torch.Tensor, side: int, width: int, height: int) -> torch.Tensor:
+    """x times side / width, y times side / height, as the processors compute it (``box_points``)."""
     ratio = side / torch.tensor([width, height], dtype=torch.int64)
-    return torch.tensor(box, dtype=torch.float32).view(1, 1, 2, 2) * ratio
+    return coords * ratio
+
+
+def prompt_inputs(prompt: Prompt, side: int, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt as the session's point inputs (1 x 1 x n x 2 float32 coordinates in model input pixels,
+    1 x 1 x n labels), exactly as ``Sam2VideoProcessor.add_inputs_to_inference_session`` builds them: the
+    box's two corners (labels 2, 3, int32) first, then the clicks (int64 labels; with a box the
+    concatenation promotes the box's labels to int64 too)."""
+    coords: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    if prompt.box is not None:
+        coords.append(box_points(prompt.box, side, width, height))
+        labels.append(torch.tensor([[[2, 3]]], dtype=torch.int32))
+    if prompt.points:
+        points = torch.tensor(prompt.points, dtype=torch.float32).view(1, 1, -1, 2)
+        coords.append(_scaled(points, side, width, height))
+        labels.append(torch.tensor(prompt.labels, dtype=torch.int64).view(1, 1, -1))
+    return torch.cat(coords, dim=2), torch.cat(labels, dim=2)
+
+
+def make_prompt(
+    box: Sequence[float] | None = None,
+    points: Sequence[Sequence[float]] = (),
+    labels: Sequence[int] = (),
+) -> Prompt:
+    """A checked :class:`Prompt`, else a ValueError saying what is wrong."""
+    values: Box | None = None
+    if box is not None:
+        numbers = tuple(float(v) for v in box)
+        if len(numbers) != 4 or not all(math.isfinite(v) for v in numbers):
+            raise ValueError(f"a box is four finite numbers x1, y1, x2, y2; got {box!r}")
+        if numbers[2] < numbers[0] or numbers[3] < numbers[1]:
+            raise ValueError(f"box {numbers} is not x1 <= x2, y1 <= y2")
+        values = numbers  # type: ignore[assignment]
+    clicks: list[Point] = []
+    for point in points:
+        xy = tuple(float(v) for v in point)
+        if len(xy) != 2 or not all(math.isfinite(v) for v in xy):
+            raise ValueError(f"a point is two finite numbers x, y; got {point!r}")
+        clicks.append(xy)  # type: ignore[arg-type]
+    kinds = tuple(int(v) for v in labels)
+    if len(kinds) != len(clicks):
+        raise ValueError(f"{len(clicks)} point(s) but {len(kinds)} label(s): give one label per point")
+    if any(v not in (0, 1) for v in kinds):
+        raise ValueError(f"a point's label is 1 (positive) or 0 (negative); got {list(kinds)}")
+    if values is None and not clicks:
+        raise ValueError("a prompt needs at least one point or a box")
+    return Prompt(values, tuple(clicks), kinds)
 
 
 class SegmentationSession:
-    """Box prompts and propagation over one video; several objects share the image features.
+    """Box and point prompts and propagation over one video; several objects share the image features.
 
     The semantics are the canonical transformers session's (see the module docstring)."""
 
@@ -405,9 +474,9 @@ class SegmentationSession:
         if height < 1 or width < 1:
             raise ValueError(f"bad video size {height}x{width}")
         self.segmenter, self.frames, self.height, self.width = segmenter, frames, height, width
-        self._prompts: dict[int, dict[int, Box]] = {}
-        #: every add_box in order, superseded boxes included: remove_object replays it
-        self._history: list[tuple[int, int, Box]] = []
+        self._prompts: dict[int, dict[int, Prompt]] = {}
+        #: every prompt (add_box, add_points) in order, superseded ones included: remove_object replays it
+        self._history: list[tuple[int, int, Prompt]] = []
         #: per object index, the tracked (non-conditioning) outputs and tracked-frame marks that the
         #: prompt calls left: co-tracked outputs on other objects' prompt frames
         self._prompted: dict[int, tuple[dict[int, Any], dict[int, Any]]] = {}
@@ -449,6 +518,31 @@ class SegmentationSession:
         instead: what ``model(inference_session, frame_idx)`` gives as ``pred_masks``."""
         return self._logits(*self._add_box(frame_idx, obj_id, box))
 
+    def add_points(
+        self,
+        frame_idx: int,
+        obj_id: int,
+        points: Sequence[Sequence[float]],
+        labels: Sequence[int],
+        box: Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """Prompt ``obj_id`` on a frame with clicks (x, y in video pixels; label 1 positive, 0 negative),
+        optionally with an xyxy box, replacing its earlier prompt there; returns its HxW bool mask there.
+        ``add_inputs_to_inference_session(input_points=, input_labels=, input_boxes=)`` + ``model(...)``."""
+        prompt = make_prompt(box, points, labels)
+        return self._masks(*self._add(frame_idx, obj_id, prompt))[int(obj_id)]
+
+    def add_points_logits(
+        self,
+        frame_idx: int,
+        obj_id: int,
+        points: Sequence[Sequence[float]],
+        labels: Sequence[int],
+        box: Sequence[float] | None = None,
+    ) -> dict[int, torch.Tensor]:
+        """``add_points``, returning every object's low-resolution mask logits on that frame instead."""
+        return self._logits(*self._add(frame_idx, obj_id, make_prompt(box, points, labels)))
+
     def propagate(
         self, start_frame: int, progress: Callable[[int], None] | None = None
     ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
@@ -472,8 +566,8 @@ class SegmentationSession:
         self._history = [entry for entry in self._history if entry[0] != obj_id]
         self.state.reset_tracking_data()
         self._prompted.clear()
-        for other, frame_idx, box in self._history:
-            self._apply_box(frame_idx, other, box)
+        for other, frame_idx, prompt in self._history:
+            self._apply(frame_idx, other, prompt)
 
     def reset(self) -> None:
         """Forget every object and prompt."""
@@ -491,19 +585,17 @@ class SegmentationSession:
     def _check_propagate(self, start_frame: int) -> None:
         self._check_frame(start_frame)
         if not self._prompts:
-            raise ValueError("no object has a box prompt: call add_box before propagate")
+            raise ValueError("no object has a prompt: call add_box or add_points before propagate")
 
     def _add_box(self, frame_idx: int, obj_id: int, box: Sequence[float]) -> tuple[list[int], torch.Tensor]:
         self._check_frame(frame_idx)
-        values = tuple(float(v) for v in box)
-        if len(values) != 4 or not all(math.isfinite(v) for v in values):
-            raise ValueError(f"a box is four finite numbers x1, y1, x2, y2; got {box!r}")
-        if values[2] < values[0] or values[3] < values[1]:
-            raise ValueError(f"box {values} is not x1 <= x2, y1 <= y2")
-        prompt: Box = values  # type: ignore[assignment]
+        return self._add(frame_idx, obj_id, make_prompt(box))
+
+    def _add(self, frame_idx: int, obj_id: int, prompt: Prompt) -> tuple[list[int], torch.Tensor]:
+        self._check_frame(frame_idx)
         self._prompts.setdefault(int(obj_id), {})[frame_idx] = prompt
         self._history.append((int(obj_id), frame_idx, prompt))
-        return self._apply_box(frame_idx, int(obj_id), prompt)
+        return self._apply(frame_idx, int(obj_id), prompt)
 
     def _save_prompt_state(self) -> None:
         state = self.state
@@ -523,16 +615,17 @@ class SegmentationSession:
             state.frames_tracked_per_obj[obj_idx].update(tracked)
         state.obj_with_new_inputs = []
 
-    def _apply_box(self, frame_idx: int, obj_id: int, box: Box) -> tuple[list[int], torch.Tensor]:
+    def _apply(self, frame_idx: int, obj_id: int, prompt: Prompt) -> tuple[list[int], torch.Tensor]:
         state, side = self.state, self.segmenter.image_size
         self._restore_prompt_state()
         obj_idx = state.obj_id_to_idx(obj_id)
-        # a box makes its frame a conditioning frame of its object, also where the object was co-tracked
-        # (SAM 2 drops a frame's tracked output when the frame becomes a conditioning one)
-        state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"].pop(frame_idx, None)
-        state.frames_tracked_per_obj[obj_idx].pop(frame_idx, None)
-        coords = box_points(box, side, self.width, self.height)
-        labels = torch.tensor([[[2, 3]]], dtype=torch.int32)
+        if prompt.box is not None:
+            # a box makes its frame a conditioning frame of its object, also where the object was co-tracked
+            # (SAM 2 drops a frame's tracked output when the frame becomes a conditioning one); clicks alone
+            # refine a co-tracked output, as transformers does
+            state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"].pop(frame_idx, None)
+            state.frames_tracked_per_obj[obj_idx].pop(frame_idx, None)
+        coords, labels = prompt_inputs(prompt, side, self.width, self.height)
         state.add_point_inputs(obj_idx, frame_idx, {"point_coords": coords, "point_labels": labels})
         state.remove_mask_inputs(obj_idx, frame_idx)
         state.obj_with_new_inputs = [obj_id]

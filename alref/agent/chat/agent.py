@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -100,6 +101,26 @@ def recover_tool_calls(answer: AIMessage, names: set[str], called: bool = False)
     note = (f"The model wrote a tool call as text instead of calling a tool, for a tool that does not exist "
             f"({unknown}); nothing was done. Ask again, or use a model that supports tool calling.")  # fmt: skip
     return AIMessage(content=note, name=NOTICE)
+
+
+def steps_of(update: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a stream update of the chat graph tells a person watching the turn: the tool calls the
+    model makes, each tool's result, the model's answer."""
+    events: list[dict[str, Any]] = []
+    for values in update.values():
+        for message in (values or {}).get("messages", []) if isinstance(values, dict) else []:
+            if isinstance(message, AIMessage) and message.tool_calls:
+                events += [
+                    {"step": "tool_call", "tool": c["name"], "args": c["args"]} for c in message.tool_calls
+                ]
+            elif isinstance(message, AIMessage) and message.additional_kwargs.get("alref_error"):
+                continue  # no answer: the turn's report says why, in one line
+            elif isinstance(message, AIMessage) and message.content:
+                events.append({"step": "answer", "text": str(message.content)})
+            elif isinstance(message, ToolMessage):
+                events.append({"step": "tool_result", "tool": message.name, "error": message.status == "error",
+                               "result": str(message.content)[:300]})  # fmt: skip
+    return events
 
 
 def called_in_turn(messages: list[BaseMessage]) -> bool:
@@ -226,9 +247,12 @@ class Chat:
             raise InputError(f"no conversation '{thread}'; `alref chat --list` shows the saved ones")
         return checkpoint.checkpoint.get("channel_values", {})
 
-    def ask(self, text: str) -> dict[str, Any]:
+    def ask(self, text: str, on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """One user turn; returns what happened: tool calls with results, the answer, a preview, the
-        turn's status (``ok``, or ``llm_error`` when the LLM gave no answer) and its LLM usage."""
+        turn's status (``ok``; ``llm_error`` when the LLM gave no answer; ``question`` when a tool asks the
+        person, and the next message answers) and its LLM usage. ``on_step`` is told each step as it
+        happens: ``{"step": "tool_call", "tool", "args"}``, ``{"step": "tool_result", "tool", "error",
+        "result"}`` and ``{"step": "answer", "text"}``, from the graph's stream."""
         before = len(self.graph.get_state(self.config).values.get("messages", []))
         self._trace_start(resumed=before > 0)
         usage_before = self.llm.usage()
@@ -241,7 +265,11 @@ class Chat:
             inputs = Command(resume={waiting[0].id: text})
             before -= 1  # the tool call that asked is this turn's too
             self.tracer.event("person_answered", thread=self.thread, answer=text, question=waiting[0].value)
-        state = self.graph.invoke(inputs, self.config)
+        for update in self.graph.stream(inputs, self.config, stream_mode="updates"):
+            if on_step is not None:
+                for event in steps_of(update):
+                    on_step(event)
+        state = self.graph.get_state(self.config).values
         new = state["messages"][before:]
         calls = []
         results = {m.tool_call_id: m for m in new if isinstance(m, ToolMessage)}

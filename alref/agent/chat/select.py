@@ -45,7 +45,9 @@ def make_select_referent(session: ChatSession, llm: LLMClient | None, saver: Any
     """``llm`` None: the baseline decides (no LLM configured for the pivot steps). Where several boxes
     fit equally the chat asks the person (the chat graph's ``interrupt()``)."""
     settings = session.settings
-    asking = settings.model_copy(update={"ask": True})
+    # the chat asks through its checkpointed graph; without a checkpointer (the LangGraph server's chat
+    # node) --ambiguous decides
+    asking = settings.model_copy(update={"ask": saver is not None})
 
     def select_referent(reference: str, object_id: int | None = None) -> dict[str, Any]:
         clips = make_clips(session.info.num_frames, settings.clip_frames, settings.samples)
@@ -100,7 +102,7 @@ def make_track_referent(session: ChatSession, llm: LLMClient | None, saver: Any,
         source = session.tracks_source()
         ctx = None
         if llm is not None:
-            ctx = AgentContext(settings=settings.model_copy(update={"ask": True}), llm=llm,
+            ctx = AgentContext(settings=settings.model_copy(update={"ask": saver is not None}), llm=llm,
                                workspace=session.workspace, tracer=llm.tracer, tools=source)  # fmt: skip
         key = [
             "tracks",
@@ -111,7 +113,7 @@ def make_track_referent(session: ChatSession, llm: LLMClient | None, saver: Any,
         ]
         _traced(llm, "selection_start", tool="track_referent", reference=reference)
         (decision,) = asking_through_interrupt(lambda answers: select_tracks(
-            [Reference(id=1, text=reference)], settings.model_copy(update={"ask": True}), source, ctx,
+            [Reference(id=1, text=reference)], settings.model_copy(update={"ask": saver is not None}), source, ctx,
             checkpointer=saver, thread_id=selection_thread(chat_thread, reference, key),
             tracer=llm.tracer if llm else None, resume=answers,
         ))  # fmt: skip
