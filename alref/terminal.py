@@ -154,34 +154,32 @@ def _usage_pieces(command: click.Command, ctx: click.Context) -> list[str]:
     return pieces
 
 
-class AlrefCommand(TyperCommand):
-    """A command whose help fits 80 columns (see the module docstring)."""
+class _FitsEighty:
+    """What a command and a group share: the help context, real metavars, options laid out to fit."""
 
     context_class = HelpContext
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _fill_metavars(self.params)
+        _fill_metavars(self.params)  # type: ignore[attr-defined]
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         _format_options(self, ctx, formatter)
+
+
+class AlrefCommand(_FitsEighty, TyperCommand):
+    """A command whose help fits 80 columns (see the module docstring)."""
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         return _usage_pieces(self, ctx)
 
 
-class AlrefGroup(TyperGroup):
+class AlrefGroup(_FitsEighty, TyperGroup):
     """A group whose help fits 80 columns: its options as a command's, each subcommand with its whole
     first paragraph (click cuts it at the width with "...")."""
 
-    context_class = HelpContext
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _fill_metavars(self.params)
-
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        _format_options(self, ctx, formatter)
+        super().format_options(ctx, formatter)
         self.format_commands(ctx, formatter)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

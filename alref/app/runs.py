@@ -5,14 +5,13 @@ record whose field descriptions a calling model reads."""
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 
 from alref.core.workspace import MASKS_FILE, OBJECTS_DIR, RESULT_FILE, TRACE_DIR, Workspace
 from alref.errors import InputError
+from alref.trace.runs import read_json_object
 
 MAX_IMAGE_SIDE = 1280  # a frame's image is downscaled to this longest side
 
@@ -94,7 +93,7 @@ def summarise_run(run: Path, notes: list[str] | None = None) -> RunSummary:
     from alref.trace.runs import run_result, run_summary
 
     events = read_events(run / TRACE_DIR)
-    result = run_result(run, events) if events else _read_json(run / RESULT_FILE)
+    result = run_result(run, events) if events else read_json_object(run / RESULT_FILE)
     row = run_summary(run, events) if events else {}
     if not result:
         start = next((e for e in events if e.get("kind") == "run_start"), {})
@@ -131,14 +130,6 @@ def summarise_run(run: Path, notes: list[str] | None = None) -> RunSummary:
     )  # fmt: skip
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def render_frame(run: Path, frame: int, ids: list[int] | None = None) -> tuple[bytes, str]:
     """PNG bytes of ``frame`` of the run's video with the objects' masks (``ids``, else all) drawn, and
     a one-line caption."""
@@ -147,7 +138,7 @@ def render_frame(run: Path, frame: int, ids: list[int] | None = None) -> tuple[b
     from alref.media.video import open_video, resize_max_side
     from alref.media.writers import render_overlay, rle_to_mask
 
-    result, masks = _read_json(run / RESULT_FILE), _read_json(run / MASKS_FILE)
+    result, masks = read_json_object(run / RESULT_FILE), read_json_object(run / MASKS_FILE)
     if not result or not masks:
         raise InputError(
             f"the run in {run} has no masks yet (unfinished or failed): read_run tells its status"

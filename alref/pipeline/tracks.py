@@ -145,9 +145,14 @@ def segment_tracks(video: Any, references: list[str], out: Path, settings: Setti
     if verifier.ctx is not None:
         t = time.perf_counter()
         act = tracks_actions(decisions, lambda d, f: union_mask(d, source, f), ctx, sink, run_key, answers)
-        by_id = lambda obj: next(d for d in decisions if d["id"] == obj)  # noqa: E731 - decisions change
+        place = {d["id"]: i for i, d in enumerate(decisions)}  # the actions replace decisions in place
+
+        def found(obj: int) -> bool:
+            decision = decisions[place[obj]]
+            return not decision["not_found"] and bool(decision["accepted"])
+
         verifier.run({r["id"]: r["text"] for r in refs}, act,
-                     found=lambda obj: not by_id(obj)["not_found"] and bool(by_id(obj)["accepted"]))  # fmt: skip
+                     found=found)  # fmt: skip
         if verifier.changed:  # masks.json and overlay.mp4 again, with the replaced masks
             sink.write_json()
             if settings.overlay:

@@ -21,7 +21,7 @@ from typing import Any
 
 from alref.trace.cost import Event, as_int, cost_estimate, cost_text
 from alref.trace.run_html import Images, RunPage, esc, page, rows_table, text_block, video_text
-from alref.trace.runs import status_of
+from alref.trace.runs import read_json_object, status_of
 
 #: the chat's tools that run a selection, whose steps the page groups under the call
 SELECTION_TOOLS = ("select_referent", "track_referent")
@@ -43,14 +43,6 @@ def _seconds(first: Any, last: Any) -> float | None:
         return round((datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds(), 3)
     except (TypeError, ValueError):
         return None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 class _Turn:
@@ -89,12 +81,14 @@ class ChatPage:
 
     def summary(self) -> str:
         start = self.starts[-1] if self.starts else {}
-        result = _read_json(self.run / "result.json")  # the page's downloads write one for a chat
+        result = read_json_object(self.run / "result.json")  # the page's downloads write one for a chat
         result = result if result.get("kind") == "chat" else {}
         settings = start.get("settings") if isinstance(start.get("settings"), dict) else {}
         ends = [t.end for t in self.turns if t.end]
         video = (
-            start.get("video") or result.get("video") or _read_json(self.run / "objects.json").get("video")
+            start.get("video")
+            or result.get("video")
+            or read_json_object(self.run / "objects.json").get("video")
         )
         info = start.get("input") or result.get("input")
         facts = video_text({k: v for k, v in info.items() if k != "path"} if isinstance(info, dict) else None)

@@ -42,14 +42,21 @@ def _seconds_between(first: Any, last: Any) -> float | None:
         return None
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object (result.json, masks.json, objects.json), or ``{}`` when it is
+    missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def run_result(run: Path, events: list[Event]) -> dict[str, Any]:
     """result.json when it belongs to this trace's (last) run, else ``{}``."""
     key = next((e.get("run_key") for e in reversed(events) if e.get("kind") == "run_start"), None)
-    try:
-        result = json.loads((run / "result.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return result if isinstance(result, dict) and key and result.get("run_key") == key else {}
+    result = read_json_object(run / "result.json")
+    return result if key and result.get("run_key") == key else {}
 
 
 def status_of(events: list[Event]) -> str:
