@@ -30,6 +30,7 @@ TOOLS = {
     "segment_video",
     "segment_by_sound",
     "answer_questions",
+    "refine_object",
     "list_runs",
     "read_run",
     "show_frame",
@@ -239,6 +240,47 @@ def test_errors_never_show_the_key(monkeypatch, tmp_path):
 
     result = answering_errors(leaky, server.settings)()
     assert result.is_error and result.content[0].text == "the server said: bad key *** try again"
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_refine_object_corrects_a_finished_run(tiny, tmp_path):
+    """refine_object: the prompt is recorded in result.json and the masks rewritten (as `alref refine`);
+    the same prompt again changes nothing; a frame out of range or an unknown object is one sentence."""
+    import json
+
+    from alref.app.mcp import AlrefMCP
+
+    server = AlrefMCP({"models": "smoke", "overlay": False}, tmp_path / "runs")
+
+    async def scenario() -> None:
+        async with Client(server.server) as client:
+            first = await client.call_tool(
+                "segment_video", {"video": str(tiny), "references": ["the red square"]}
+            )
+            run = Path(first.structured_content["run"])
+            before = (run / "masks.json").read_text()
+            args = {
+                "run": str(run),
+                "object_id": 1,
+                "frame": 5,
+                "points": [[20, 30]],
+                "negative_points": [[60, 5]],
+            }
+            refined = await client.call_tool("refine_object", args)
+            assert not refined.is_error, _text(refined)
+            assert refined.structured_content["notes"][-1] == "object 1 refined on frame 5"
+            result = json.loads((run / "result.json").read_text())
+            assert result["references"][0]["refinements"] == [
+                {"frame": 5, "points": [[20.0, 30.0], [60.0, 5.0]], "labels": [1, 0], "box": None}
+            ]
+            assert (run / "masks.json").read_text() != before  # rewritten (its object's masks and summary)
+            again = await client.call_tool("refine_object", args)
+            assert "nothing changed" in again.structured_content["notes"][-1]
+            for bad, expected in (({"frame": 99}, "outside the video"), ({"object_id": 7}, "no object 7")):
+                error = await client.call_tool("refine_object", args | bad)
+                assert error.is_error and expected in _text(error) and "\n" not in _text(error), _text(error)
+
+    anyio.run(scenario)
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -10,6 +10,7 @@ import json
 import threading
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from agent_script import Script, clip_start
@@ -273,6 +274,9 @@ def test_the_overlay_stream_is_the_overlay_in_propagation_order(
     # the same frames; only the encoder's keyframe placement differs (lossy codec: compare loosely)
     assert np.abs(streamed.astype(int) - serial.astype(int)).mean() < 2.0
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["masks", "overlay.mp4"]  # no parts left
+    for path in (tmp_path / "o" / "overlay.mp4", tmp_path / "serial.mp4"):  # both keep the video's sound
+        with av.open(str(path)) as container:
+            assert len(container.streams.audio) == 1
     # part A, and frames 0 .. start in chunks: 21 frames with chunks of at least 4 -> [10, 21), [5, 10), [0, 5)
     assert joined == {0: [], 11: [2], 20: [4]}[start]
 

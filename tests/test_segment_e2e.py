@@ -53,6 +53,8 @@ def test_segment_mp4_every_output(run_cli, shapes_mp4, tmp_path):
     assert "baseline" in stderr and "smoke" in stderr and "meaningless" in stdout
     names = [f"{i:05d}" for i in range(30)]
     result = _check_outputs(out, 30, 120, 160, names)
+    with av.open(str(out / "overlay.mp4")) as container:  # the video's sound is kept
+        assert [s.codec_context.name for s in container.streams.audio] == ["aac"]
     assert result["smoke"] is True and "meaningless" in result["smoke_note"]
     assert result["mode"] == "baseline" and result["status"] == "ok"
     assert result["input"]["num_frames"] == 30 and result["input"]["fps"] == 10

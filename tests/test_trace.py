@@ -141,3 +141,43 @@ def test_null_tracer_does_nothing(tmp_path, monkeypatch):
     tracer.node_end("n")
     assert tracer.image(np.zeros((4, 4, 3), np.uint8)) == ""
     assert not tracer.enabled and list(tmp_path.iterdir()) == []
+
+
+def test_trace_show_groups_a_chats_selections_under_their_turns():
+    """A chat's selections each run reference 1 of their own graph: `trace show` names each by its
+    sentence under the turn that ran it (never `reference 1 "?"`), its clips and decisions inside."""
+    import io
+
+    from rich.console import Console
+
+    from alref.trace.view import render_tree
+
+    def selection(text: str, frame: int, obj: int) -> list[dict]:
+        return [
+            {"kind": "selection_start", "tool": "select_referent", "reference": text, "object_id": None},
+            {"kind": "llm_call", "context": {"ref": 1, "clip": 0, "step": "choose_frame"}, "answer": "frame 2",
+             "usage": {}, "latency_s": 0.1},
+            {"kind": "clip_decided", "ref": 1, "clip": 0, "valid": True, "pivot_frame": frame, "box_number": 1,
+             "decided_by": "llm", "reason": f"{text} is clearest on frame {frame}"},
+            {"kind": "selection_end", "tool": "select_referent", "reference": text, "status": "ok", "objects": [obj]},
+        ]  # fmt: skip
+
+    events = [
+        {"kind": "chat_start", "thread": "t1"},
+        *selection("the red square", 2, 1),
+        {"kind": "chat_turn", "turn": 1, "text": "segment the red square", "status": "ok", "answer": "Done.",
+         "calls": [{"tool": "select_referent", "args": {"reference": "the red square"}, "result": "{}"}]},
+        *selection("the blue circle", 7, 2),
+        {"kind": "chat_turn", "turn": 2, "text": "and the circle", "status": "ok", "answer": "Done too.", "calls": []},
+        {"kind": "selection_start", "tool": "track_referent", "reference": "the dogs"},
+    ]  # fmt: skip
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(render_tree(events, "c"))
+    text = console.file.getvalue()
+    assert "“?”" not in text
+    turn1, turn2 = text.index("turn 1"), text.index("turn 2")
+    assert turn1 < text.index("select_referent “the red square” · ok → object 1") < turn2
+    assert turn2 < text.index("select_referent “the blue circle” · ok → object 2")
+    assert text.index("the red square is clearest on frame 2") < turn2  # the clip's decision, in its turn
+    assert "clip 0 → frame 7, box 1 · llm" in text
+    assert "unfinished turn" in text and "track_referent “the dogs” · unfinished" in text

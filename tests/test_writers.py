@@ -146,6 +146,66 @@ def test_overlay_video(tmp_path: Path, width: int, height: int) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["overlay.mp4"]
 
 
+def _overlay_of(path: Path, source: Path, audio: Path | None) -> Path:
+    """The overlay of ``source``'s frames (one mask), keeping ``audio``'s track when given."""
+    with av.open(str(source)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    h, w = frames[0].shape[:2]
+    mask = np.zeros((h, w), bool)
+    mask[10:40, 20:60] = True
+    with OverlayWriter(path, fps=10, width=w, height=h, threads=1, audio=audio) as writer:
+        for frame in frames:
+            writer.add(frame, masks={1: mask})
+    return path
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [(".mp4", "aac"), (".mkv", "flac"), (".avi", "aac")])
+def test_the_overlay_keeps_the_audio_track(tmp_path: Path, suffix: str, codec: str) -> None:
+    """overlay.mp4 has the source's sound (the silence gating of --audio is heard against it): copied
+    when mp4 takes the codec (AAC, FLAC), else encoded as AAC (PCM from an AVI); the video is the same."""
+    source = synth.write_shapes_video(tmp_path / f"in{suffix}", num_frames=20, fps=10)
+    silent = _overlay_of(tmp_path / "silent.mp4", source, None)
+    sound = _overlay_of(tmp_path / "overlay.mp4", source, source)
+    with av.open(str(sound)) as container:
+        assert len(container.streams.video) == 1 and len(container.streams.audio) == 1
+        audio = container.streams.audio[0]
+        assert audio.codec_context.name == codec
+        rate = audio.codec_context.sample_rate
+        seconds = sum(f.samples for f in container.decode(audio=0)) / rate
+    assert (
+        1.8 <= seconds <= 2.0 + 2 * 1024 / rate
+    )  # the 2 s of the 20 frames (an encoder's frames of padding)
+    assert np.array_equal(read_video(sound)[1], read_video(silent)[1])  # the video packets copied as they are
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["overlay.mp4", "silent.mp4", f"in{suffix}"])
+
+
+def test_an_overlay_of_a_silent_source_has_no_audio(tmp_path: Path) -> None:
+    source = synth.write_shapes_video(tmp_path / "mute.mp4", num_frames=10, fps=10, audio=False)
+    assert writers.add_audio_track(_overlay_of(tmp_path / "o.mp4", source, None), source) is False
+    with av.open(str(tmp_path / "o.mp4")) as container:
+        assert not container.streams.audio and len(container.streams.video) == 1
+
+
+def test_a_separate_audio_file_is_the_overlay_track(tmp_path: Path) -> None:
+    """--audio PATH: the overlay keeps that file's sound (a WAV: encoded as AAC)."""
+    from alref.media.masks import overlay_audio
+    from alref.media.video import open_video
+
+    wav = tmp_path / "sound.wav"
+    with av.open(str(wav), "w") as container:
+        stream = synth._add_audio_stream(container, "pcm_s16le", 16000)
+        synth._encode_audio(container, stream, synth.tone(1.0, 16000))
+    mute = synth.write_shapes_video(tmp_path / "mute.mp4", num_frames=20, fps=10, audio=False)
+    video = open_video(mute)
+    assert overlay_audio(video) is None and overlay_audio(video, wav) == wav
+    _overlay_of(tmp_path / "o.mp4", mute, overlay_audio(video, wav))
+    with av.open(str(tmp_path / "o.mp4")) as container:
+        audio = container.streams.audio[0]
+        assert audio.codec_context.name == "aac"
+        seconds = sum(f.samples for f in container.decode(audio=0)) / audio.codec_context.sample_rate
+    assert 0.9 <= seconds <= 1.1  # the whole 1 s (shorter than the video)
+
+
 def test_overlay_fractional_fps(tmp_path: Path) -> None:
     path = tmp_path / "ntsc.mp4"
     with OverlayWriter(path, fps=30000 / 1001, width=32, height=32) as writer:

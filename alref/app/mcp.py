@@ -1,8 +1,9 @@
 """`alref mcp`: alref's tools for other agents (desktop assistants, IDE agents, other LangGraph apps)
 over the Model Context Protocol, with the official MCP Python SDK (``mcp`` 2.x, its ``MCPServer``).
 
-Tools: ``segment_video`` (by sentence), ``segment_by_sound``, ``list_runs``, ``read_run``, ``show_frame``
-(a frame with the masks drawn, as image content) and ``run_trace``. A segmentation runs on a worker
+Tools: ``segment_video`` (by sentence), ``segment_by_sound``, ``answer_questions`` (a run that asked),
+``refine_object`` (clicks and a box on a finished run), ``list_runs``, ``read_run``, ``show_frame`` (a
+frame with the masks drawn, as image content) and ``run_trace``. A segmentation runs on a worker
 thread; alref's progress stages reach the client as ``notifications/progress`` (:class:`ProtocolReporter`),
 and a cancelled call stops the run at its next step. One run at a time: the models are loaded once per
 process (``alref.tools.loading.load_once``) and stay loaded between calls. A problem the caller can fix
@@ -265,8 +266,8 @@ class AlrefMCP:
             "show_frame and run_trace on the run folder it returns; with ask=true, a run that returns status "
             "'question' continues with answer_questions.",
         )  # fmt: skip
-        for tool in (self.segment_video, self.segment_by_sound, self.answer_questions, self.list_runs, self.read_run,
-                     self.show_frame, self.run_trace):  # fmt: skip
+        for tool in (self.segment_video, self.segment_by_sound, self.answer_questions, self.refine_object,
+                     self.list_runs, self.read_run, self.show_frame, self.run_trace):  # fmt: skip
             self.server.add_tool(answering_errors(tool, self.settings))
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -434,6 +435,50 @@ class AlrefMCP:
             lambda reporter: segment_video(path, [], folder, settings, reporter, force=force, audio=request),
             folder,  # fmt: skip
         )
+
+    async def refine_object(
+        self,
+        run: Annotated[str, Field(description="a finished run folder of the pivot strategy")],
+        object_id: Annotated[
+            int, Field(ge=1, description="the object to correct (a reference's id in read_run)")
+        ],
+        frame: Annotated[int, Field(ge=0, description="the 0-based frame the prompt is on")],
+        points: Annotated[
+            list[tuple[float, float]] | None,
+            Field(description="positive clicks [[x, y], …] in video pixels: 'this is the object'"),
+        ] = None,
+        negative_points: Annotated[
+            list[tuple[float, float]] | None,
+            Field(description="negative clicks [[x, y], …]: 'this is not the object'"),
+        ] = None,
+        box: Annotated[
+            tuple[float, float, float, float] | None, Field(description="[x0, y0, x1, y1] around the object")
+        ] = None,
+        ctx: Context | None = None,
+    ) -> RunSummary:
+        """Correct one object's masks with clicks and/or a box on a frame (look at it first with show_frame): SAM 2
+        prompts the object again with the run's boxes, every earlier correction and this one, and propagates it
+        over the whole video; the masks, masks.json, overlay.mp4 and result.json are replaced together and the
+        prompt is recorded. The same prompt again changes nothing. Long: reports progress; can be cancelled
+        (the run is left as it was)."""
+        from alref.pipeline.refine import make_refinement, refine_run
+
+        folder = self._run(run).resolve()
+        positive, negative = list(points or []), list(negative_points or [])
+        refinement = make_refinement(frame, positive + negative, [1] * len(positive) + [0] * len(negative),
+                                     list(box) if box is not None else None)  # fmt: skip
+        settings = self._settings()
+        changed: dict[str, bool] = {}
+
+        def work(reporter: ProtocolReporter) -> None:
+            _, changed["changed"] = refine_run(
+                folder, object_id, refinement, given=self.given, reporter=reporter
+            )
+
+        summary = await self._segment(ctx, settings, work, folder)
+        note = (f"object {object_id} refined on frame {frame}" if changed.get("changed")
+                else f"object {object_id} already had this prompt on frame {frame}: nothing changed")  # fmt: skip
+        return summary.model_copy(update={"notes": [*summary.notes, note]})
 
     def list_runs(
         self,

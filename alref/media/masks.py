@@ -33,6 +33,7 @@ from alref.media.writers import (
     BackgroundWriter,
     OutputWriteError,
     OverlayWriter,
+    add_audio_track,
     atomic_write_json,
     concat_videos,
     mask_to_rle,
@@ -211,14 +212,24 @@ def write_overlay(
     sink: MaskSink,
     pivot_boxes: Mapping[int, Sequence[tuple[Sequence[float], str]]],
     stage=None,
+    audio: Path | None = None,
 ) -> None:
-    """Second decoding pass: tint every frame with its masks, draw pivot boxes on pivot frames."""
+    """Second decoding pass: tint every frame with its masks, draw pivot boxes on pivot frames. The
+    mp4 keeps the audio track of ``audio`` (a separate file), else the video's own (:func:`overlay_audio`)."""
     info = video.info
-    with OverlayWriter(path, info.fps, info.width, info.height) as writer:
+    with OverlayWriter(path, info.fps, info.width, info.height, audio=overlay_audio(video, audio)) as writer:
         for index, frame in video.iter_frames():
             writer.add(frame, sink.masks_at(index), boxes=pivot_boxes.get(index, ()))
             if stage is not None:
                 stage.advance()
+
+
+def overlay_audio(video: Video, audio: Path | None = None) -> Path | None:
+    """The file whose audio track overlay.mp4 keeps: ``audio`` when the run was given a separate
+    one, else the video itself when it has a track (a frames folder has none)."""
+    if audio is not None:
+        return Path(audio)
+    return Path(video.info.path) if video.info.has_audio else None
 
 
 class OverlayStream:
@@ -240,8 +251,10 @@ class OverlayStream:
     MIN_CHUNK = 16
 
     def __init__(self, path: Path, video: Video, sink: MaskSink,
-                 pivot_boxes: Mapping[int, Sequence[tuple[Sequence[float], str]]]) -> None:  # fmt: skip
+                 pivot_boxes: Mapping[int, Sequence[tuple[Sequence[float], str]]],
+                 audio: Path | None = None) -> None:  # fmt: skip
         self.path, self.video, self.sink, self.boxes = Path(path), video, sink, pivot_boxes
+        self.audio = overlay_audio(video, audio)  # added once the parts are joined
         self._ready: set[int] = set()
         self._order: list[int] = []
         self._cond = threading.Condition()
@@ -307,10 +320,10 @@ class OverlayStream:
             self._parts.append(path)
         return path
 
-    def _encode(self, path: Path, frames: range) -> bool:
+    def _encode(self, path: Path, frames: range, audio: Path | None = None) -> bool:
         info = self.video.info
         # one encoder thread: this runs beside SAM 2, which has the cores
-        with OverlayWriter(path, info.fps, info.width, info.height, threads=1) as writer:
+        with OverlayWriter(path, info.fps, info.width, info.height, threads=1, audio=audio) as writer:
             for index, image in self.video.iter_frames(frames):
                 if not self._wait_for(index):
                     raise _Aborted
@@ -330,7 +343,7 @@ class OverlayStream:
                     return
                 split = self._order[0]  # the first frame delivered: in order from here to the end
             if split == 0:
-                self._encode(self.path, range(n))
+                self._encode(self.path, range(n), audio=self.audio)
                 return
             self._encode(self._part("a"), range(split, n))
             chunks = backward_chunks(split, self.MIN_CHUNK)
@@ -338,7 +351,9 @@ class OverlayStream:
                 self._encode(self._part(f"b{i}"), frames)
             parts = [self._part(f"b{i}") for i in reversed(range(len(chunks)))] + [self._part("a")]
             if not concat_videos(parts, self.path):  # pragma: no cover - same settings, same SPS
-                write_overlay(self.path, self.video, self.sink, self.boxes)
+                write_overlay(self.path, self.video, self.sink, self.boxes, audio=self.audio)
+            elif self.audio is not None:
+                add_audio_track(self.path, self.audio)
         except _Aborted:
             pass
         except BaseException as error:  # raised again by finish()

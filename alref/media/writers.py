@@ -282,8 +282,9 @@ class OverlayWriter:
     the file appears under ``path`` only when the block ends without an exception."""
 
     def __init__(
-        self, path: Path, fps: float, width: int, height: int, alpha: float = 0.5, threads: int | None = None
-    ) -> None:
+        self, path: Path, fps: float, width: int, height: int, alpha: float = 0.5, threads: int | None = None,
+        audio: Path | None = None,
+    ) -> None:  # fmt: skip
         if fps <= 0 or width < 1 or height < 1:
             raise ValueError(f"bad overlay video settings: fps={fps}, size={width}x{height}")
         self.path = Path(path)
@@ -292,6 +293,7 @@ class OverlayWriter:
         self.frames = 0
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
         self.threads = threads  # encoder threads (None: the encoder's own choice)
+        self.audio = audio  # a file whose first audio track the mp4 keeps (see add_audio_track)
         self._container: Any = None
         self._stream: Any = None
 
@@ -342,6 +344,8 @@ class OverlayWriter:
                 raise ValueError(f"no frames were added to the overlay video {self.path}")
             container.mux(self._stream.encode(None))
             container.close()
+            if self.audio is not None:
+                add_audio_track(self._tmp, self.audio)
         except BaseException:
             self._discard(container)
             raise
@@ -353,6 +357,77 @@ class OverlayWriter:
         except Exception:  # closing a broken encoder: the original error is the one to report
             pass
         self._tmp.unlink(missing_ok=True)
+
+
+#: audio codecs the mp4 muxer takes as they are; any other track (PCM from a WAV, Vorbis) becomes AAC
+MP4_AUDIO = {"aac", "mp3", "alac", "opus", "flac", "ac3", "eac3"}
+
+
+def add_audio_track(path: Path, source: Path) -> bool:
+    """Give the video-only mp4 at ``path`` the first audio track of ``source`` (a video or an audio
+    file), in place and atomically: the video packets are copied as they are; the audio is copied
+    when mp4 takes its codec, else encoded as AAC. Audio past the video's end is cut. Returns False,
+    changing nothing, when ``source`` has no audio track."""
+    path, source = Path(path), Path(source)
+    tmp = path.with_name(f".{path.stem}.audio{path.suffix or '.mp4'}")
+    with av.open(str(source)) as src:
+        if not src.streams.audio:
+            return False
+        a_in = src.streams.audio[0]
+        try:
+            with av.open(str(path)) as vid, av.open(str(tmp), "w") as out:
+                v_in = vid.streams.video[0]
+                v_out = out.add_stream_from_template(v_in)  # every stream before the first packet
+                copy = a_in.codec_context.name in MP4_AUDIO
+                rate = a_in.codec_context.sample_rate or 48000
+                a_out = out.add_stream_from_template(a_in) if copy else out.add_stream("aac", rate=rate)
+                end = Fraction(0)
+                for packet in vid.demux(v_in):
+                    if packet.dts is None:
+                        continue
+                    end = max(end, (packet.pts + (packet.duration or 0)) * v_in.time_base)
+                    packet.stream = v_out
+                    out.mux(packet)
+                if copy:
+                    _copy_audio(src, a_in, a_out, out, end)
+                else:
+                    _encode_audio(src, a_in, a_out, out, int(end * rate))
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return True
+
+
+def _copy_audio(src: Any, a_in: Any, a_out: Any, out: Any, end: Fraction) -> None:
+    """The packets of ``a_in`` that start before ``end`` seconds, into ``a_out`` as they are."""
+    for packet in src.demux(a_in):
+        if packet.dts is None or packet.pts is None:
+            continue
+        if (packet.pts - (a_in.start_time or 0)) * a_in.time_base >= end:
+            break
+        packet.stream = a_out
+        out.mux(packet)
+
+
+def _encode_audio(src: Any, a_in: Any, a_out: Any, out: Any, limit: int) -> None:
+    """The first ``limit`` samples of ``a_in`` (about; whole frames) encoded into ``a_out``."""
+    resampler = av.AudioResampler(
+        format=a_out.codec_context.codec.audio_formats[0].name,
+        layout=a_in.codec_context.layout.name or "mono",
+        rate=a_out.codec_context.sample_rate,
+    )
+    written = 0
+    for frame in src.decode(a_in):
+        if written >= limit:
+            break
+        frame.pts = None
+        for piece in resampler.resample(frame):
+            written += piece.samples
+            out.mux(a_out.encode(piece))
+    for piece in resampler.resample(None):
+        out.mux(a_out.encode(piece))
+    out.mux(a_out.encode(None))
 
 
 def concat_videos(parts: Sequence[Path], path: Path) -> bool:

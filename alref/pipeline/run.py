@@ -218,13 +218,14 @@ def segment_video(
     objects = {r["id"]: r["text"] for r in refs}
     palette = {c["id"]: c["palette_index"] for c in plan.categories} if plan else None
     boxes = pivot_boxes(results)
+    sound = audio.path(Path(video_path)) if audio is not None else None  # the track overlay.mp4 keeps
     queued = QUEUE_FRAMES if settings.overlap else 0  # PNGs written on a thread while SAM 2 propagates
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(MaskSink(out, info, objects, gate=plan.gate if plan else None,
                                             palette_ids=palette, queue_frames=queued))  # fmt: skip
         stream = None  # overlay.mp4 encoded on a thread as the masks arrive
         if settings.overlay and settings.overlap:
-            stream = stack.enter_context(OverlayStream(workspace.overlay, video, sink, boxes))
+            stream = stack.enter_context(OverlayStream(workspace.overlay, video, sink, boxes, sound))
         t = time.perf_counter()
         starts = propagate_all(segmenter, store, info, results, sink, reporter)
         timer.add("propagation", t)
@@ -236,7 +237,7 @@ def segment_video(
                 if stream is not None:
                     stream.finish(stage)
                 else:
-                    write_overlay(workspace.overlay, video, sink, boxes, stage)
+                    write_overlay(workspace.overlay, video, sink, boxes, stage, sound)
         timer.add("writing", t)
 
     verifier = make_verifier(ctx, settings, video, sink, run_key, reporter, answers)
@@ -250,7 +251,7 @@ def segment_video(
             sink.write_json()
             if settings.overlay:
                 with reporter.stage("overlay", info.num_frames) as stage:
-                    write_overlay(workspace.overlay, video, sink, pivot_boxes(results), stage)
+                    write_overlay(workspace.overlay, video, sink, pivot_boxes(results), stage, sound)
         timer.add("verification", t)
     if not settings.keep_work:
         remove_frame_store(store)

@@ -16,6 +16,7 @@ from typing import Any
 from rich.markup import escape
 from rich.tree import Tree
 
+from alref.trace.html import is_chat
 from alref.trace.runs import status_of
 
 
@@ -102,28 +103,14 @@ def _verification_calls(events: list[dict[str, Any]]) -> list[list[dict[str, Any
     return rounds[:-1]
 
 
-def render_tree(events: list[dict[str, Any]], run: Path | str = "", full: bool = False) -> Tree:
-    """The trace as a tree; ``full``: nothing shortened, the LLM's raw answers (see the module docstring)."""
-    token = _FULL.set(full)
-    try:
-        return _render_tree(events, run)
-    finally:
-        _FULL.reset(token)
-
-
-def _render_tree(events: list[dict[str, Any]], run: Path | str) -> Tree:
-    start = next((e for e in events if e.get("kind") == "run_start"), {})
-    end = next((e for e in reversed(events) if e.get("kind") == "run_end"), {})
-    title = f"[bold]run[/] {escape(str(run))} · status {escape(status_of(events))}"
-    if start.get("resumed"):
-        title += " · resumed"
-    tree = Tree(title)
-    refs = {i: text for i, text in enumerate(start.get("references") or [], start=1)}
-    grouped: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
-    for e in events:
-        grouped[_where(e)].append(e)
+def _add_references(node: Tree, grouped: dict[tuple[Any, Any], list[dict[str, Any]]], refs: dict[int, str],
+                    named: bool = True) -> None:  # fmt: skip
+    """Each reference with its own events, then its clips with theirs and the clip's decision (``named``
+    False: straight under ``node``, which names the one reference)."""
     for ref_id in sorted({r for r, _ in grouped if r is not None}):
-        ref_node = tree.add(f"[bold]reference {ref_id}[/] “{escape(refs.get(ref_id, '?'))}”")
+        ref_node = (
+            node.add(f"[bold]reference {ref_id}[/] “{escape(refs.get(ref_id, '?'))}”") if named else node
+        )
         for e in grouped.get((ref_id, None), []):
             if (line := _event_line(e)) is not None:
                 ref_node.add(line)
@@ -146,7 +133,90 @@ def _render_tree(events: list[dict[str, Any]], run: Path | str) -> Tree:
                 clip_node.add(f"[green]decision[/]: {_short(decided.get('reason'))}")
                 if decided.get("frame_numbers"):
                     clip_node.add(f"[dim]{_short(decided['frame_numbers'])}[/]")
+
+
+def _selections(
+    events: list[dict[str, Any]],
+) -> list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]]:
+    """A chat's selections (select_referent, track_referent): (start, end, the events between), in
+    order. A selection's reference is always number 1 of its own graph; its text is on its start."""
+    found, current = [], None
+    for e in events:
+        kind = e.get("kind")
+        if kind == "selection_start":
+            current = (e, {}, [])
+            found.append(current)
+        elif kind == "selection_end" and current is not None:
+            found[-1] = (current[0], e, current[2])
+            current = None
+        elif current is not None:
+            current[2].append(e)
+    return found
+
+
+def _add_selection(
+    turn: Tree, start: dict[str, Any], end: dict[str, Any], inner: list[dict[str, Any]]
+) -> None:
+    status = end.get("status") or "unfinished"
+    label = f"[bold]{escape(str(start.get('tool')))}[/] “{_short(start.get('reference'))}” · {escape(str(status))}"
+    if end.get("objects"):
+        label += " → object " + ", ".join(map(str, end["objects"]))
+    node = turn.add(label)
+    grouped: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
+    for e in inner:
+        grouped[_where(e)].append(e)
+    for e in grouped.pop((None, None), []):
+        if (line := _event_line(e)) is not None:
+            node.add(line)
+    _add_references(node, grouped, {1: str(start.get("reference") or "")}, named=False)
+    if end.get("reason") and status != "ok":
+        node.add(f"[yellow]why[/]: {_short(end['reason'])}")
+
+
+def _selections_by_turn(events: list[dict[str, Any]]) -> dict[Any, list[tuple[dict, dict, list]]]:
+    """Each chat turn's selections: those that started before its ``chat_turn`` event (and after the
+    previous turn's)."""
+    by_turn: dict[Any, list[tuple[dict, dict, list]]] = defaultdict(list)
+    turn_of: dict[int, Any] = {}
+    pending: list[int] = []
+    for index, e in enumerate(events):
+        if e.get("kind") == "selection_start":
+            pending.append(index)
+        elif e.get("kind") == "chat_turn":
+            for i in pending:
+                turn_of[i] = e.get("turn")
+            pending = []
+    starts = [i for i, e in enumerate(events) if e.get("kind") == "selection_start"]
+    for index, selection in zip(starts, _selections(events), strict=True):
+        by_turn[turn_of.get(index)].append(selection)
+    return by_turn
+
+
+def render_tree(events: list[dict[str, Any]], run: Path | str = "", full: bool = False) -> Tree:
+    """The trace as a tree; ``full``: nothing shortened, the LLM's raw answers (see the module docstring)."""
+    token = _FULL.set(full)
+    try:
+        return _render_tree(events, run)
+    finally:
+        _FULL.reset(token)
+
+
+def _render_tree(events: list[dict[str, Any]], run: Path | str) -> Tree:
+    start = next((e for e in events if e.get("kind") == "run_start"), {})
+    end = next((e for e in reversed(events) if e.get("kind") == "run_end"), {})
+    title = f"[bold]run[/] {escape(str(run))} · status {escape(status_of(events))}"
+    if start.get("resumed"):
+        title += " · resumed"
+    tree = Tree(title)
+    refs = {i: text for i, text in enumerate(start.get("references") or [], start=1)}
+    chat = is_chat(events)
+    grouped: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        grouped[_where(e)].append(e)
+    if not chat:
+        _add_references(tree, grouped, refs)
     verify_calls = _verification_calls(events)
+    chat_selections = _selections_by_turn(events) if chat else {}
     for e in grouped.get((None, None), []):
         if e.get("kind") == "chat_turn":
             turn = tree.add(
@@ -164,6 +234,8 @@ def _render_tree(events: list[dict[str, Any]], run: Path | str) -> Tree:
                 turn.add(
                     f"{mark} {escape(str(c.get('tool')))}({_short(c.get('args'), 100)}) → {_short(c.get('result'), 120)}"
                 )
+            for selection in chat_selections.pop(e.get("turn"), []):
+                _add_selection(turn, *selection)
             turn.add(f"answer: {_short(e.get('answer'))}")
             if e.get("preview"):
                 turn.add(f"preview: {escape(str(e['preview']))}")
@@ -188,6 +260,8 @@ def _render_tree(events: list[dict[str, Any]], run: Path | str) -> Tree:
                     node.add(f"[magenta]changed[/] object {c.get('object')}: {_short(c.get('detail'), 240)}")
         if e.get("kind") == "resume":
             tree.add(f"[yellow]resumed[/]: {e.get('clips_done', 0)} clip branches were already done")
+    for selection in chat_selections.pop(None, []):  # the turn that ran it did not finish
+        _add_selection(tree.add("[bold]unfinished turn[/]"), *selection)
     if end.get("timings_s"):
         tree.add("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in end["timings_s"].items()))
     return tree
