@@ -50,8 +50,8 @@ class FakeTracks:
             m[y0:y1, x0:x1] = True
         return m
 
-    def frame(self, index):
-        return np.full((H, W, 3), 10 * (index % 20), np.uint8)
+    def frames(self, indices):
+        return {i: np.full((H, W, 3), 10 * (i % 20), np.uint8) for i in indices}
 
 
 def step(messages) -> str:

@@ -128,6 +128,11 @@ def test_without_an_llm_the_top_track_of_the_sentences_concept(shapes, tmp_path)
         result.data["mode"] == "baseline" and ref["accepted"] == [1] and "no LLM configured" in ref["reason"]
     )
     assert "highest-scoring SAM 3 track" in result.data["mode_reason"]
+    timings = result.data["timings_s"]  # the part of the selection that the tracker took, named
+    assert 0 < timings["tracking"] <= timings["selection"]
+    again = alref.segment(shapes, "the shape on the left", out=tmp_path / "o", strategy="tracks", clip_frames=10,
+                          overlay=False, force=True)  # fmt: skip
+    assert again.data["timings_s"]["tracking"] == 0  # the tracks kept in OUT/work/tracks: not tracked again
 
 
 def test_a_sentence_that_names_nothing_is_one_line(shapes, run_cli):
@@ -196,3 +201,26 @@ def test_a_model_that_cannot_see_images_is_named(shapes, tmp_path, llm_server):
     assert ref["decided_by"] == "fallback" and ref["accepted"] == [1]  # the highest-scoring candidate
     assert "cannot see images" in ref["reason"]
     assert result.data["mode_reason"].endswith("1 of 1 references fell back: the model cannot see images")
+
+
+def test_a_rounds_frames_are_decoded_in_one_pass(shapes, tmp_path, monkeypatch):
+    """The set-of-marks frames of a round come from one decoding pass of the video (a file decodes from
+    its start for every read: frame by frame, a round of 6 frames of a long video cost 6 passes), and
+    frames already read are not decoded again."""
+    from alref.core.workspace import Workspace
+    from alref.media.video import Video, open_video
+    from alref.progress import Reporter
+    from alref.tools.video_tracks import VideoTracks
+
+    video = open_video(shapes)
+    expected = {i: video.read_frame(i) for i in (3, 11, 17)}
+    passes = []
+    read = Video.read_frames
+    monkeypatch.setattr(
+        Video, "read_frames", lambda self, indices: passes.append(list(indices)) or read(self, indices)
+    )
+    source = VideoTracks(ShapeTracker(), None, video, Workspace(tmp_path), Reporter(), key="k")
+    got = source.frames([17, 3, 11])
+    assert passes == [[17, 3, 11]] and list(got) == [17, 3, 11]  # one read of the three
+    assert all(np.array_equal(got[i], expected[i]) for i in expected)
+    assert list(source.frames([11, 5])) == [11, 5] and passes == [[17, 3, 11], [5]]  # 11 was kept

@@ -132,6 +132,7 @@ def segment_tracks(video: Any, references: list[str], out: Path, settings: Setti
     with reporter.stage("reasoning" if ctx else "selection", len(refs)) as stage:
         decisions = decide(refs, settings, source, ctx, workspace, run_key, tracer, stage.advance, answers)
     timer.add("selection", t)
+    timer.times["tracking"] = round(source.tracking_s, 3)  # of the selection: SAM 3 itself
     queued = QUEUE_FRAMES if settings.overlap else 0  # PNGs written on a thread while the masks are made
     with MaskSink(out, info, {r["id"]: r["text"] for r in refs}, queue_frames=queued) as sink:
         t = time.perf_counter()

@@ -5,6 +5,7 @@ run's identity) so a resumed run or a later chat turn does not track again."""
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -26,6 +27,7 @@ class VideoTracks:
             tracker, store, video, workspace, reporter, key,
         )  # fmt: skip
         self._concepts: dict[str, Any] = {}
+        self.tracking_s = 0.0  # the time the tracker took (the rest of a selection is alref's and the LLM's)
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def _of(self, concept: str) -> Any:
@@ -37,10 +39,12 @@ class VideoTracks:
             found = self._from_json(saved["tracks"])
         else:
             info = self.video.info
+            started = time.perf_counter()
             with self.reporter.stage(f"tracks '{concept}'"[:24], info.num_frames) as stage:
                 found = self.tracker.track(
                     self.store, info.height, info.width, concept, progress=stage.advance
                 )
+            self.tracking_s += time.perf_counter() - started
             atomic_write_json(path, {"key": self.key, "tracks": found.to_json()})
         self._concepts[concept] = found
         return found
@@ -59,9 +63,15 @@ class VideoTracks:
     def mask(self, concept: str, track_id: int, frame: int) -> np.ndarray:
         return self._of(concept).mask(track_id, frame)
 
-    def frame(self, index: int) -> np.ndarray:
-        if index not in self._frames:
-            self._frames[index] = self.video.read_frame(index)
-            while len(self._frames) > 32:
-                self._frames.popitem(last=False)
-        return self._frames[index]
+    def frames(self, indices: list[int]) -> dict[int, np.ndarray]:
+        """Full-resolution frames to draw on: those not kept yet read in one decoding pass (a video file
+        decodes from its start for every read, so a round's frames read one by one cost one pass each)."""
+        missing = [i for i in indices if i not in self._frames]
+        if missing:
+            self._frames.update(self.video.read_frames(missing))
+        found = {i: self._frames[i] for i in indices}
+        for index in indices:
+            self._frames.move_to_end(index)
+        while len(self._frames) > max(32, len(indices)):
+            self._frames.popitem(last=False)
+        return found

@@ -146,10 +146,11 @@ def draw_round(ctx: AgentContext, state: TracksState, frames: list[int], ids: li
     source, concept = ctx.tools, state["concept"]
     by_id = {t["id"]: t for t in state["candidates"]}
     images = []
+    pictures = source.frames(frames)
     for f in frames:
         marks = [(number_of(state, i), number_of(state, i) - 1, source.mask(concept, i, f))
                  for i in ids if f in by_id[i]["frames"]]  # fmt: skip
-        images.append(draw_marks(source.frame(f), marks))
+        images.append(draw_marks(pictures[f], marks))
     tile = tile_frames(images, frames, ctx.settings.tile_columns, ctx.settings.tile_max_side)
     return write_jpeg(path, tile.image)
 

@@ -22,7 +22,9 @@ class TrackSource(Protocol):
 
     def mask(self, concept: str, track_id: int, frame: int) -> np.ndarray: ...
 
-    def frame(self, index: int) -> np.ndarray: ...
+    def frames(self, indices: list[int]) -> dict[int, np.ndarray]:
+        """The frames to draw on, read together (a video decodes once for all of them)."""
+        ...
 
 
 class TracksState(TypedDict, total=False):
