@@ -443,6 +443,7 @@ def chat(
         thread = resume or uuid.uuid4().hex[:8]
         folder = out or (Path(saved["out"]) if saved.get("out") else Path("alref-chat") / thread)
         session = ChatSession(video_path, folder, settings, audio_path)
+        conversation = None
         try:
             conversation = Chat(session, None, saver, thread=thread, max_steps=max_steps)
             session.restore(saved.get("objects"))  # the stored masks; only missing ones are recomputed
@@ -459,6 +460,8 @@ def chat(
                 _print_turn(report, as_json)
                 failed += report["status"] == "llm_error"  # a question waits for the next message
         finally:
+            if conversation is not None:
+                conversation.close()  # the MCP servers it started stop
             session.close()  # the decoded frames go, unless --keep-work
         if failed:  # the answers said why; the conversation is saved and can go on later
             err_console.print(

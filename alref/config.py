@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from alref.config_mcp import McpSettings
 from alref.errors import ConfigError
 from alref.threads import use_threads
 
@@ -45,6 +46,7 @@ SOUND = Cli("Sound as the reference")
 OUTPUTS = Cli("Outputs")
 PANELS = (MODELS, METHOD, LLM, SOUND, OUTPUTS)  # the order of the help panels
 SECRET = Cli(not_a_flag="a key on the command line lands in the shell history and `ps`")
+TABLE = Cli(not_a_flag="a table of servers, each with its command or url: set it in alref.toml")
 
 
 def default_cache_dir() -> Path:
@@ -89,7 +91,7 @@ class _TomlSource(PydanticBaseSettingsSource):
 
 
 # settings that change how a run goes, not what it writes
-NOT_IDENTITY = ("overlap", "threads")
+NOT_IDENTITY = ("overlap", "threads", "mcp")
 
 
 class Settings(BaseSettings):
@@ -308,6 +310,13 @@ class Settings(BaseSettings):
         "thread while SAM 2 propagates (same outputs); --no-overlap runs one stage after another",
     )
 
+    # tools from MCP servers, for the chat agent (alref/config_mcp.py shows the tables)
+    mcp: Annotated[McpSettings, TABLE] = Field(
+        default_factory=McpSettings,
+        description="MCP servers whose tools the chat offers: mcp.servers.NAME tables with command, args, env, "
+        "cwd (stdio) or url, headers (streamable HTTP); optional tools, timeout, startup_timeout",
+    )
+
     @field_validator("cache_dir", "categories", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Any:
@@ -347,6 +356,7 @@ class Settings(BaseSettings):
         """Settings as written to result.json: paths as strings, the API key never."""
         data = self.model_dump(mode="json")
         data["llm_api_key"] = "set" if self.api_key else None
+        data["mcp"] = self.mcp.public()
         return data
 
     def identity_dict(self) -> dict[str, Any]:

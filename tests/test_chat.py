@@ -303,3 +303,43 @@ def test_a_piped_chat_turn_shows_its_steps_as_they_happen(run_cli, tmp_path, vid
     assert lines[0].startswith("… calling segment_box(frame=0, box=[") and "name='red square'" in lines[0]
     assert lines[1] == "… segment_box done; asking the model what next" and lines[-1] == "… answered"
     assert "Done." in stdout
+
+
+def test_refine_object_corrects_a_mask_and_a_resumed_chat_keeps_it(tmp_path, video):
+    """The model calls refine_object (positive and negative points, then a bad one it is told about); the
+    refinement is in the object, the conversation's saved state and a resumed session, and undo drops it."""
+    red = list(map(float, synth.red_square_box(0, N, W, H)))
+    script = [
+        call("segment_box", frame=0, box=red, name="red square"), AIMessage(content="Segmented."),
+        call("refine_object", "r1", object_id=1, frame=8, positive_points=[[40, 50]], negative_points=[[90, 20]]),
+        call("refine_object", "r2", object_id=1, frame=8, positive_points=[[400, 50]]),
+        AIMessage(content="Corrected it on frame 8."),
+    ]  # fmt: skip
+    chat, model, store = make_chat(tmp_path, video, script)
+    try:
+        chat.ask("segment the red square")
+        report = chat.ask("it is also at 40,50 on frame 8, not at 90,20")
+        assert [(c["tool"], c["error"]) for c in report["calls"]] == [
+            ("refine_object", False),
+            ("refine_object", True),
+        ]
+        refinement = {"frame": 8, "points": [[40.0, 50.0], [90.0, 20.0]], "labels": [1, 0], "box": None}
+        done = json.loads(report["calls"][0]["result"])
+        assert done["refinements"] == [refinement] and done["frame"] == 8  # positives first, as alref refine
+        assert "the prompt (400, 50) is outside the frame" in report["calls"][1]["result"]
+        assert report["objects"][0]["refinements"] == [refinement]
+        tools = model.calls[-1]["kwargs"]["tools"]
+        tool = next(t for t in tools if t["function"]["name"] == "refine_object")["function"]
+        assert {"object_id", "frame", "positive_points", "negative_points", "box"} <= set(
+            tool["parameters"]["properties"]
+        )
+        assert "refine_object" in model.calls[-1]["messages"][0].content  # the system prompt names it
+        saved = chat.graph.get_state(chat.config).values["objects"]  # what --resume restores
+        assert saved["objects"]["1"]["refinements"] == [refinement]
+        resumed = ChatSession(video, tmp_path / "chat", chat.session.settings)
+        resumed.restore(saved)
+        assert resumed.objects[1]["refinements"] == [refinement] and resumed.masks == chat.session.masks
+        resumed.undo()
+        assert "refinements" not in resumed.objects[1]
+    finally:
+        store.__exit__(None, None, None)

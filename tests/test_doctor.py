@@ -13,7 +13,7 @@ from llm_server import ScriptedOpenAIServer
 
 from alref.cli import app
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+MODELS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
 KEY = "sk-doctor-5ecret-0123456789"
 LONG_ID = (
@@ -109,10 +109,11 @@ def test_model_flags_show_the_configured_profile_and_overrides(run_cli, tmp_path
     assert code == 0 and "configured" in out and "local folder" in out
 
 
-def test_the_readme_doctor_section_names_doctor_flags():
-    text = README.read_text(encoding="utf-8")
-    start = text.index("### `alref doctor`")
-    section = text[start : text.index("### `alref tools list`", start)]
+def test_the_manual_doctor_section_names_doctor_flags():
+    text = MODELS_PAGE.read_text(encoding="utf-8")
+    start = text.index("## Checking an install: `alref doctor`")
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end > 0 else len(text)]
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]", section))
     doctor = typer.main.get_command(app).commands["doctor"]  # type: ignore[attr-defined]
     flags = {flag for p in doctor.params for flag in [*p.opts, *p.secondary_opts]}

@@ -17,8 +17,9 @@ from alref.cli import app
 from alref.config import LLM, METHOD, MODELS, PANELS, Settings
 from alref.options import Given, SettingsCommand, cli_of, not_flags, option_fields, settings_options
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-NOT_FLAGS = {"llm_api_key": "keys stay out of shell history and `ps` (README: no flag)"}
+DOCS = Path(__file__).resolve().parents[1] / "docs"  # the manual (README.md is its overview)
+NOT_FLAGS = {"llm_api_key": "keys stay out of shell history and `ps` (the manual: no flag)",
+             "mcp": "a table of MCP servers: alref.toml only"}  # fmt: skip
 
 
 def _command(*path: str):
@@ -36,10 +37,12 @@ def _flags(*path: str) -> set[str]:
     return {flag for p in _options(*path).values() for flag in [*p.opts, *p.secondary_opts]}
 
 
-def _readme_flags(section: str, until: str) -> set[str]:
-    text = README.read_text()
-    start = text.index(section)
-    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text[start : text.index(until, start)]))
+def _doc_flags(page: str, section: str | None = None, until: str | None = None) -> set[str]:
+    """The flags a page of the manual names, or the part of it from ``section`` to ``until``."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    start = text.index(section) if section else 0
+    end = text.index(until, start) if until else len(text)
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text[start:end]))
 
 
 def test_every_setting_is_a_segment_option_or_excluded_with_a_reason():
@@ -85,11 +88,16 @@ def test_help_shows_the_defaults(run_cli, monkeypatch):
         assert panel.panel in text
 
 
-def test_segment_help_lists_the_readme_flags(run_cli, monkeypatch):
+def test_segment_help_lists_the_manual_flags(run_cli, monkeypatch):
     not_alref = {"--limit-mm-per-prompt", "--head", "--port", "--address"}  # vLLM's; `ray start`'s
-    readme = _readme_flags("### `alref segment", "### `alref refine") - not_alref
-    assert {"--object", "--frame", "--point", "--negative", "--box"} <= _readme_flags(
-        "### `alref refine", "### `alref chat"
+    readme = (
+        _doc_flags("segment.md", "## `alref segment", "## Correcting an object")
+        | _doc_flags("strategies.md")
+        | _doc_flags("sound.md")
+        | _doc_flags("batches.md")
+    ) - not_alref
+    assert {"--object", "--frame", "--point", "--negative", "--box"} <= _doc_flags(
+        "segment.md", "## Correcting an object"
     ) & _flags("refine")
     assert {"--clip-frames", "--no-cache", "--no-overlay", "--audio", "--energy-db"} <= readme
     assert readme <= _flags("segment")
@@ -98,13 +106,14 @@ def test_segment_help_lists_the_readme_flags(run_cli, monkeypatch):
     assert readme <= set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", out))
 
 
-def test_chat_and_eval_run_take_the_readme_flags_and_the_shared_settings():
-    assert _readme_flags("### `alref chat", "### `alref app") <= _flags("chat")
-    app_flags = _readme_flags("### `alref app", "### `alref trace") - {"--resume"}  # `alref chat --resume`
+def test_chat_and_eval_run_take_the_manual_flags_and_the_shared_settings():
+    assert _doc_flags("chat-and-app.md", "## `alref chat", "## `alref app") <= _flags("chat")
+    app = _doc_flags("chat-and-app.md", "## `alref app", "## Correcting a mask")
+    app_flags = app - {"--resume"}  # `alref chat --resume`
     assert {"--host", "--port", "--out", "--db"} <= app_flags <= _flags("app")
     assert set(option_fields(panels=(MODELS, LLM), exclude=("no_llm",))) <= _options("app").keys()
     eval_flags = _flags("eval", "run") | _flags("eval", "score")
-    assert _readme_flags("### Benchmarks", "### `alref doctor") <= eval_flags
+    assert _doc_flags("eval.md") <= eval_flags
     chat = _options("chat")
     assert set(option_fields(panels=(MODELS, LLM), exclude=("no_llm",))) <= chat.keys()
     assert "clip_frames" not in chat and "no_llm" not in chat

@@ -1,9 +1,13 @@
-"""The README's shell commands, as a new user types them, so the manual stays true.
+"""The README's and the manual's shell commands, as a new user types them, so the documentation stays true.
 
-Every ``alref …`` line of a ```bash block (backslash continuations joined, ``&&`` chains split, ``echo … |``
+The pages are read in order: README.md first, then every page of ``docs/`` in the order of
+``mkdocs.yml``'s ``nav`` (:func:`pages`), so a page may use what an earlier one made (``runs/smoke``
+from the README's first run, ``runs/gpt`` from the strategies page for the outputs page's trace
+commands). Every ``alref …`` line of a ```bash block (backslash continuations joined, ``&&`` chains split, ``echo … |``
 read as stdin and ``> FILE`` as the output file) is parsed by the real CLI (every command and option
 exists, every value converts). Then, in a folder holding a copy of ``examples/``, each one runs in order
-as documented, with what a test machine lacks substituted:
+as documented (a line shown again on a later page, as the README's overview repeats the manual's, runs
+once), with what a test machine lacks substituted:
 
 - models: ``--models smoke`` where a command would download the default models (the tests are
   offline), except the set-up command the README documents to stop offline with exit 3 and one line;
@@ -35,8 +39,20 @@ from llm_server import Reply
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+MKDOCS = ROOT / "mkdocs.yml"
 
-# words of a README line that stand for something only the user has: such a line is parsed, not run
+
+def pages() -> list[Path]:
+    """README.md, then the manual's pages in ``mkdocs.yml``'s nav order (``- Title: page.md`` lines)."""
+    nav = re.findall(r"^\s*- .*:\s*(\S+\.md)\s*$", MKDOCS.read_text(encoding="utf-8"), re.M)
+    return [README, *(ROOT / "docs" / page for page in nav)]
+
+
+def manual_text() -> str:
+    return "\n".join(page.read_text(encoding="utf-8") for page in pages())
+
+
+# words of a line (README or manual) that stand for something only the user has: such a line is parsed, not run
 PLACEHOLDERS = {
     "frames_folder/": "the user's folder of frames",
     "frames/": "the user's folder of frames",
@@ -46,7 +62,7 @@ PLACEHOLDERS = {
     "my_masks/": "the user's masks",
     "videos.jsonl": "the user's manifest (and, with --ray-address, their Ray cluster; tests/test_ray_batch.py runs one)",
 }
-# README lines (as written there) that are parsed, not run, and why
+# lines (as written in the README or the manual) that are parsed, not run, and why
 PARSE_ONLY = {
     "alref chat examples/shapes.mp4": "interactive: it waits for typed turns",
     "alref app examples/shapes.mp4 --llm gpt-4o": "a web server: it serves until interrupted (tests/test_web_app.py runs it)",
@@ -56,7 +72,7 @@ PARSE_ONLY = {
 }
 # the command the README says stops offline at once, naming the model (exit 3)
 OFFLINE = 'alref segment examples/shapes.mp4 "the red square" --out runs/shapes'
-# the README's install of the example plugin, done before its commands run
+# the manual's install of the example plugin (Extending), done before its commands run
 PLUGIN_INSTALL = "pip install -e tests/plugins/alref-example-grounding"
 # the commands that load models (``--models smoke`` instead of the default profile)
 RUNS_WITH_MODELS = ("segment", "chat", "eval run")
@@ -64,8 +80,9 @@ RUNS_WITH_MODELS = ("segment", "chat", "eval run")
 
 @dataclass
 class Command:
-    line: str  # the README line
+    line: str  # the line as written
     args: list[str]  # after `alref`
+    page: str = "README.md"  # where it is written
     stdin: str | None = None
     stdout_to: str | None = None
 
@@ -81,8 +98,14 @@ def _line(tokens: list[str]) -> str:
 
 
 def readme_commands() -> list[Command]:
+    """Every ``alref`` command of the README and the manual, page by page in :func:`pages` order."""
+    return [command for page in pages() for command in page_commands(page)]
+
+
+def page_commands(page: Path) -> list[Command]:
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), re.S):
+    name = page.relative_to(ROOT).as_posix()
+    for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
         for line in re.sub(r"\\\n\s*", " ", block).splitlines():
             tokens = shlex.split(line, comments=True)
             chain: list[list[str]] = [[]]
@@ -97,7 +120,8 @@ def readme_commands() -> list[Command]:
                 if ">" in part:
                     part, stdout_to = part[: part.index(">")], part[part.index(">") + 1]
                 if part and part[0] == "alref":
-                    commands.append(Command(_line(part), part[1:], stdin, stdout_to))
+                    command = Command(_line(part), part[1:], page=name, stdin=stdin, stdout_to=stdout_to)
+                    commands.append(command)
     return commands
 
 
@@ -111,13 +135,21 @@ def _kind(command: Command) -> tuple[str, str]:
     return "run", ""
 
 
+def test_every_page_of_the_manual_is_read():
+    found = pages()
+    assert found[0] == README and len(found) == len(set(found))
+    assert all(page.is_file() for page in found), "mkdocs.yml's nav names a page that does not exist"
+    assert set(found[1:]) == set((ROOT / "docs").glob("*.md")), "a docs/ page missing from mkdocs.yml's nav"
+
+
 def test_the_readme_has_the_commands_this_test_knows():
     commands = readme_commands()
     lines = {c.line for c in commands}
     assert len(commands) >= 35 and OFFLINE in lines
-    assert set(PARSE_ONLY) <= lines, "a PARSE_ONLY line is no longer in the README: drop it"
+    assert OFFLINE in {c.line for c in page_commands(README)}, "the README's set-up command"
+    assert set(PARSE_ONLY) <= lines, "a PARSE_ONLY line is no longer in the README or the manual: drop it"
     words = {w for c in commands for w in c.args}
-    assert set(PLACEHOLDERS) <= words, "a placeholder is no longer in the README: drop it"
+    assert set(PLACEHOLDERS) <= words, "a placeholder is no longer in the README or the manual: drop it"
     assert {c.words for c in commands} >= {
         "segment", "chat", "trace show", "trace list", "trace export", "eval run", "eval score", "doctor",
         "tools list", "models list", "models pull",
@@ -137,7 +169,7 @@ def _parse(args: list[str]) -> None:
     assert not ctx.args, f"unexpected arguments {ctx.args}"
 
 
-@pytest.mark.parametrize("command", readme_commands(), ids=lambda c: c.line[:70])
+@pytest.mark.parametrize("command", readme_commands(), ids=lambda c: f"{c.page}: {c.line[:60]}")
 def test_every_readme_command_parses(command):
     _parse(command.args)
 
@@ -160,7 +192,7 @@ def _substitute(command: Command, url: str, thread: str | None) -> list[str]:
         else:
             args += ["--llm-base-url", url]
     if "--resume" in args:
-        assert thread, "the README resumes a conversation before it starts one"
+        assert thread, "the manual resumes a conversation before it starts one"
         args[args.index("--resume") + 1] = thread
     return args
 
@@ -181,7 +213,7 @@ def _workspace(folder: Path) -> None:
 
 
 def _check(command: Command, args: list[str], out: str, err: str, folder: Path) -> None:
-    """What the README says each kind of command leaves behind."""
+    """What the README and the manual say each kind of command leaves behind."""
     joined = " ".join(args)
     if args[0] == "segment" and "--manifest" in args:  # a batch: its summary, one folder per video
         summary = json.loads((folder / args[args.index("--out") + 1] / "summary.json").read_text())
@@ -213,12 +245,12 @@ def _check(command: Command, args: list[str], out: str, err: str, folder: Path) 
 
 @pytest.mark.slow
 def test_the_readme_commands_run_as_documented(run_cli, llm_server, tmp_path, monkeypatch):
-    """Each README command exits 0 (or as documented), in order, in one folder (the trace commands read
-    the GPT-PS run, `--resume` the conversation started above)."""
+    """Each README and manual command exits 0 (or as documented), in page order, in one folder (the trace
+    commands read the GPT-PS run, `--resume` the conversation started above)."""
     from test_registry import _add_site, _remove_site, install_example_plugin
 
     _workspace(tmp_path)
-    assert PLUGIN_INSTALL in README.read_text(encoding="utf-8")
+    assert PLUGIN_INSTALL in manual_text()
     site = install_example_plugin(tmp_path / "plugin")  # the README's pip install, into a folder of its own
     _add_site(site)
     try:
@@ -234,11 +266,12 @@ def _run_all(run_cli, llm_server, tmp_path: Path, monkeypatch) -> None:
     )
     monkeypatch.setenv("ALREF_LLM_BACKOFF", "0")
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a terminal: no prompt waits
-    thread, failures, ran = None, [], 0
+    thread, failures, ran, done = None, [], 0, set()
     for command in readme_commands():
         kind, _ = _kind(command)
-        if kind == "parse":
+        if kind == "parse" or command.line in done:  # a line shown again runs once
             continue
+        done.add(command.line)
         args = _substitute(command, llm_server.base_url, thread)
         if command.stdin is not None:
             monkeypatch.setattr(sys, "stdin", io.StringIO(command.stdin))
@@ -261,6 +294,6 @@ def _run_all(run_cli, llm_server, tmp_path: Path, monkeypatch) -> None:
                 assert code == 0, f"exit {code}: {err[-2000:]}"
                 _check(command, args, out, err, tmp_path)
         except (AssertionError, KeyError, OSError, ValueError) as exc:
-            failures.append(f"{command.line}\n  ran: alref {shlex.join(args)}\n  {exc}")
-    assert not failures, "README commands that do not work as shown:\n" + "\n".join(failures)
+            failures.append(f"{command.page}: {command.line}\n  ran: alref {shlex.join(args)}\n  {exc}")
+    assert not failures, "README and manual commands that do not work as shown:\n" + "\n".join(failures)
     assert ran >= 30

@@ -6,8 +6,10 @@ A run's context arrives as JSON, so it holds settings, never live objects: any :
 (``{"models": "smoke", "llm": "gpt-4o", "llm_base_url": "http://…/v1"}``), checked like the config
 file (an unknown key fails the run with one line). API keys come from the server's environment
 (``ALREF_LLM_API_KEY`` / ``OPENAI_API_KEY``), never from a run: a context with ``llm_api_key`` is
-refused, so a key never reaches a thread's state, the server's run records or a trace. The chat's
-context also names its ``video`` (and optional ``audio``, ``out``).
+refused, so a key never reaches a thread's state, the server's run records or a trace. So is ``mcp``:
+the MCP servers whose tools the chat offers are programs the server starts, named by its own alref.toml
+only (started once per server process, shared by the threads). The chat's context also names its
+``video`` (and optional ``audio``, ``out``).
 
 Errors a user can fix fail the run with their one-line message (as a ``ValueError``, the type the
 server passes to clients with its message); the server keeps serving.
@@ -15,6 +17,7 @@ server passes to clients with its message); the server keeps serving.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +37,9 @@ from alref.progress import Reporter
 
 CHAT_KEYS = ("video", "audio", "out", "max_steps")
 FORBIDDEN = {"llm_api_key": "pass API keys in the server's environment (ALREF_LLM_API_KEY or OPENAI_API_KEY), "
-             "never in a run's context"}  # fmt: skip
+             "never in a run's context",
+             "mcp": "MCP servers (programs the server would start) come from the server's alref.toml, never from "
+             "a run's context"}  # fmt: skip
 
 
 class RunFailed(ValueError):
@@ -199,9 +204,33 @@ def _session(thread: str, video: str, audio: str | None, out: Path, settings: Se
         return _sessions[key]
 
 
+_extras: dict[int, Any] = {}  # id of a session in _sessions -> its ChatExtras
+_mcp: dict[str, Any] = {}  # the MCP servers' settings (JSON) -> their connections, one per server process
+
+
+def _extras_of(session: Any, reserved: list[str]) -> Any:
+    """The plugins' and MCP servers' tools of a session (made once; the MCP servers are started once per
+    server process, shared by every thread, and stopped when the process exits)."""
+    from alref.agent.chat.extra_tools import chat_extras
+    from alref.tools.mcp_client import McpConnections
+
+    servers = session.settings.mcp
+    with _sessions_lock:
+        if servers.servers and (key := servers.model_dump_json()) not in _mcp:
+            _mcp[key] = McpConnections(servers.servers).start()
+            atexit.register(_mcp[key].close)
+        if id(session) not in _extras:
+            connections = _mcp.get(servers.model_dump_json()) if servers.servers else None
+            _extras[id(session)] = chat_extras(session, reserved, connections)
+        return _extras[id(session)]
+
+
 def chat(state: ChatThreadState, runtime: Runtime[Any]) -> dict[str, Any]:
     """One turn: the chat agent answers the new messages with its tools (as `alref chat` does)."""
-    from alref.agent.chat.agent import build_chat_graph, steps_of
+    from langchain_core.messages import AIMessage
+
+    from alref.agent.chat.agent import NOTICE, build_chat_graph, steps_of
+    from alref.agent.chat.extra_tools import notice_text
     from alref.agent.chat.select import make_select_referent, make_track_referent
     from alref.agent.chat.tools import make_tools
     from alref.agent.llm import LLMClient
@@ -227,9 +256,18 @@ def chat(state: ChatThreadState, runtime: Runtime[Any]) -> dict[str, Any]:
             make_select_referent(session, llm, None, thread),
             make_track_referent(session, llm, None, thread),
         )
-        inner = build_chat_graph(session, llm, tools, int(context.get("max_steps") or 8))
+        for server in settings.mcp.servers.values():  # their keys and tokens never reach the trace
+            for secret in server.secrets:
+                tracer.add_secret(secret)
+        extras = _extras_of(session, [t.name for t in tools])
+        inner = build_chat_graph(session, llm, tools + extras.tools, int(context.get("max_steps") or 8))
         before = len(state["messages"])
         write = get_stream_writer()  # the turn's steps as custom stream events, as they happen
+        told = []  # what the chat cannot offer (an MCP server that did not start ...): once per thread
+        if extras.notices and not any(m.additional_kwargs.get("alref_notice") for m in state["messages"]):
+            text = notice_text(extras.notices)
+            write({"note": text})
+            told = [AIMessage(content=text, name=NOTICE, additional_kwargs={"alref_notice": True})]
         result: dict[str, Any] = {}
         for mode, chunk in inner.stream({"messages": state["messages"], "steps": 0}, {"recursion_limit": 100},
                                         stream_mode=["updates", "values"]):  # fmt: skip
@@ -241,7 +279,7 @@ def chat(state: ChatThreadState, runtime: Runtime[Any]) -> dict[str, Any]:
     except AlrefError as exc:
         raise _fail(exc) from None
     return {
-        "messages": result["messages"][before:],
+        "messages": [*told, *result["messages"][before:]],
         "objects": session.snapshot(),
         "video": video,
         "out": str(out),

@@ -71,6 +71,27 @@ def edit_text(action: str, result: dict[str, Any], objects: list[dict[str, Any]]
     return f"{action}: done; {objects_sentence(objects)}."
 
 
+def refine_text(new: bool, result: dict[str, Any], objects: list[dict[str, Any]]) -> str:
+    """What the viewer's Apply did, as the sentence the conversation shows."""
+    obj, frame = result["object_id"], result["frame"]
+    done = f"Added object {obj} (“{result['name']}”) from your prompt" if new else f"Corrected object {obj}"
+    return f"{done} on frame {frame} and propagated it again; {objects_sentence(objects)}."
+
+
+def prompt_sentence(points: list[list[float]], labels: list[int], box: list[float] | None) -> str:
+    """Pending clicks as a clause: "2 positive points, 1 negative point and a box"."""
+    positives = sum(1 for v in labels if v == 1)
+    negatives = len(labels) - positives
+    parts = [
+        f"{n} {kind} point{'s' if n != 1 else ''}"
+        for n, kind in ((positives, "positive"), (negatives, "negative"))
+        if n
+    ]
+    if box is not None:
+        parts.append(f"a box ({', '.join(f'{v:g}' for v in box)})")
+    return _and(parts) if parts else "nothing yet"
+
+
 def threads_html(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return '<p class="alref-muted">no saved conversations yet</p>'

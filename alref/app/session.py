@@ -84,8 +84,14 @@ class ShownChatSession(ChatSession):
 
     def _propagate(self) -> None:  # only when the masks of these objects are not stored
         self._segmentation()
+        self._propagated = 0
         self.show(None, f"propagating {len(self.objects)} object(s) over {self.info.num_frames} frames")
         super()._propagate()
+
+    def _advance(self, frames: int) -> None:
+        self._propagated = getattr(self, "_propagated", 0) + frames
+        total = self.info.num_frames
+        self.show(min(1.0, self._propagated / total), f"propagating {self._propagated}/{total}")
 
 
 def _text_of(message: Any) -> str:
@@ -181,6 +187,7 @@ class TabSession:
         session = ShownChatSession(self.video, folder or self.config.chat_out / thread, settings, self.audio)
         self._stack.callback(session.close)  # the decoded frames go with the conversation (unless kept)
         self.chat = Chat(session, None, self._saver, thread=thread, max_steps=self.config.max_steps)
+        self._stack.callback(self.chat.close)  # its MCP servers stop with the conversation (before the frames go)
         session.restore(saved.get("objects"))  # the stored masks; only missing ones are propagated
 
     def close(self) -> None:
@@ -261,6 +268,30 @@ class TabSession:
         self.history.append(("assistant", render.edit_text(action, result, session.describe_objects())))
         return result
 
+    def refine(self, object_id: int | None, frame: int, points: list[list[float]], labels: list[int],
+               box: list[float] | None = None, name: str = "", show: Show = _quiet) -> dict[str, Any]:  # fmt: skip
+        """A person's clicks and/or box on ``frame`` for object ``object_id`` (None: a new object named
+        ``name``), done by the session as the chat's refine_object tool does it, then saved in the
+        conversation's state; the overlay is written again."""
+        session = self._need_chat().session
+        session.show = show  # type: ignore[attr-defined]
+        try:
+            if object_id is None:
+                result = session.add_object(name.strip() or "object", frame, points, labels, box)
+            else:
+                result = session.refine(int(object_id), frame, points, labels, box)
+        finally:
+            session.show = _quiet  # type: ignore[attr-defined]
+        if result.get("already_applied"):
+            return result
+        self._save_objects()
+        show(None, "writing overlay.mp4")
+        self.write_overlay()
+        self.history.append(
+            ("assistant", render.refine_text(object_id is None, result, session.describe_objects()))
+        )
+        return result
+
     def _save_objects(self) -> None:
         """Write the session's objects into the thread's last checkpoint (as the chat's ``remember``
         node does), as if the agent had just answered: the next turn starts from them."""
@@ -298,7 +329,8 @@ class TabSession:
         for obj, data in sorted(session.objects.items()):
             for frame, box in data["prompts"]:
                 boxes.setdefault(frame, []).append((box, f"{obj} {data['name']}"))
-        with OverlayWriter(target, info.fps, info.width, info.height) as writer:
+        sound = session.audio_path or (session.video_path if info.has_audio else None)  # the track it keeps
+        with OverlayWriter(target, info.fps, info.width, info.height, audio=sound) as writer:
             for index, frame in session.video.iter_frames():
                 masks = {obj: rle_to_mask(m[index]) for obj, m in session.masks.items() if index in m}
                 writer.add(frame, masks, boxes=boxes.get(index, ()))

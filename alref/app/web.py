@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alref.app import render
+from alref.app import render, viewer
 from alref.app.session import AppConfig, TabSession
 from alref.errors import AlrefError, InputError
 
@@ -269,6 +269,8 @@ def build_app(config: AppConfig) -> Any:
                                 label="images the model saw", columns=4, height=220, elem_id="alref-seen"
                             )
                             report = gr.JSON(label="the turn's report", open=False)
+                    with gr.Tab("correct masks", elem_id="alref-viewer-tab") as viewer_tab:
+                        correct = viewer.ViewerTab(gr)
                     with gr.Tab("segment"):
                         with gr.Row():
                             kind = gr.Radio(["sentence", "sound"], value="sentence", label="the reference is")
@@ -289,6 +291,8 @@ def build_app(config: AppConfig) -> Any:
 
         # one progress bar per action (Gradio draws one on every output otherwise)
         chat_out = [tab_state, status, thread_html, chatbot, preview, overlay, objects, trace, seen, report]
+        correct.wire(tab_state, tab_of, chat_out, lambda tab: chat_outputs(tab, _video_info(tab) if tab.video else ""),
+                     progress_of, viewer_tab)  # fmt: skip
         open_button.click(open_video, [tab_state, upload, path, audio_upload, audio_path],
                           [*chat_out, first_frame, thread_list], show_progress_on=[status])  # fmt: skip
         resume_button.click(resume, [tab_state, thread_box], [*chat_out, first_frame, thread_list],

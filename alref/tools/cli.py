@@ -1,4 +1,5 @@
-"""``alref tools list``: the tools alref can use, built in and from plugins, by role."""
+"""``alref tools list``: the tools alref can use, built in and from plugins, by role, and the tools the
+chat gets from the MCP servers of the ``mcp`` setting (each server is started to list them, then stopped)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,36 @@ def tool_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def mcp_rows(settings: Any = None) -> list[dict[str, Any]]:
+    """The chat's tools from each configured MCP server (its servers are started, listed and stopped); a
+    server that does not start is one row with why."""
+    from alref.config import load_settings
+    from alref.tools.mcp_client import McpConnections, clean, tool_name
+
+    settings = settings or load_settings()
+    rows: list[dict[str, Any]] = []
+    if not settings.mcp.servers:
+        return rows
+    with McpConnections(settings.mcp.servers) as connections:
+        for server, config in settings.mcp.servers.items():
+            origin = f"mcp server {server} ({config.transport})"
+            if server not in connections.listed:
+                why = connections.failed.get(server, "it did not start")
+                rows.append({"name": server, "role": "mcp", "origin": origin, "status": f"broken: {why}"})
+            for tool in connections.listed.get(server, []):
+                schema = tool.input_schema or {}
+                rows.append({
+                    "name": tool_name(server, tool.name), "role": "mcp", "origin": origin, "version": "",
+                    "default": False, "model": None, "args": list(schema.get("properties") or {}),
+                    "chat_tool": True, "description": clean(tool.description or "", 300), "status": "ok",
+                })  # fmt: skip
+    return rows
+
+
 def tools_list(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
-    """The tools alref can use (built in and from installed plugins); pick one with --grounding NAME."""
-    rows = tool_rows()
+    """The tools alref can use (built in and from installed plugins; pick one with --grounding NAME), and
+    the chat's tools from the MCP servers in alref.toml."""
+    rows = tool_rows() + mcp_rows()
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
         return
@@ -53,9 +81,9 @@ def tools_list(as_json: Annotated[bool, typer.Option("--json", help="print as JS
         tool.append(f" · {row['origin']} {row.get('version') or ''}".rstrip())
         tool.append(" · ")
         tool.append(row["status"], style="green" if ok else "red")
-        if ok:
+        if ok and row["role"] != "mcp":
             tool.append(f"\nmodel: {row.get('model') or '-'}")
-            if row.get("args"):
-                tool.append(f"\narguments: {', '.join(row['args'])}", style="dim")
+        if ok and row.get("args"):
+            tool.append(f"\narguments: {', '.join(row['args'])}", style="dim")
         table.add_row(Text(row["role"] or "?"), tool)
     console().print(table)

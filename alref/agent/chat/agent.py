@@ -7,7 +7,10 @@
 trace events with the images sent). A tool call the model wrote as JSON text instead of
 ``tool_calls`` is read by the tolerant parser; an LLM that cannot be reached ends the turn with one
 line saying so, and the conversation stays resumable. ``tools`` is LangGraph's ToolNode with tool
-errors returned to the model as tool messages, so it can correct itself; ``remember`` copies the
+errors returned to the model as tool messages, so it can correct itself; it holds the chat's own tools
+(tools.py) and those of plugins and of the MCP servers in the settings (extra_tools.py: what cannot be
+offered is told to the person once, with the first turn's answer; :meth:`Chat.close` stops the servers);
+``remember`` copies the
 session's objects into the state (names and box prompts only; their masks are kept in the chat's
 folder). Each turn also keeps the conversation's folder and its settings (model profile and models,
 LLM model and base URL, never the key) in the state, so `alref chat --resume` continues it with them,
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +34,7 @@ from langgraph.prebuilt import ToolNode
 from langgraph.types import Command
 from typing_extensions import TypedDict
 
+from alref.agent.chat.extra_tools import chat_extras, notice_text
 from alref.agent.chat.select import is_internal_thread, make_select_referent, make_track_referent
 from alref.agent.chat.session import ChatSession
 from alref.agent.chat.tools import make_tools
@@ -46,7 +51,8 @@ NOTICE = "alref"
 
 SYSTEM = """You help a person segment objects in a video ({frames} frames, {width}x{height}, {fps:.1f} fps; frame
 numbers start at 0). Use the tools: look at frames, find candidate boxes, segment and propagate objects, refine
-them when asked ("the other one" means replace that object with another box), undo, rename, remove, keep a mask
+them when asked ("the other one" means replace that object with another box; refine_object corrects a mask with
+positive/negative points or a box on one frame), undo, rename, remove, keep a mask
 only while its sound is heard, and export. Prefer select_referent for a full description. After acting, say in
 one or two sentences what you did. Current objects: {objects}"""
 
@@ -236,9 +242,21 @@ class Chat:
         tools = make_tools(
             session, select_referent, make_track_referent(session, pivot_llm, saver, self.thread)
         )
-        self.graph = build_chat_graph(session, self.llm, tools, max_steps, saver)
+        for server in settings.mcp.servers.values():  # their keys and tokens never reach the trace
+            for secret in server.secrets:
+                self.tracer.add_secret(secret)
+        # the plugins' tools and the MCP servers' (started now, stopped by close() or when the chat goes)
+        self.extras = chat_extras(session, [t.name for t in tools])
+        self._close = weakref.finalize(self, self.extras.close)
+        self._notices = list(self.extras.notices)  # told the person with the first turn's answer
+        self.graph = build_chat_graph(session, self.llm, tools + self.extras.tools, max_steps, saver)
         self.turns = 0
         self._traced_start = False
+
+    def close(self) -> None:
+        """The chat is over in this process: its MCP servers stop (idempotent; also done when it is collected
+        or the interpreter exits)."""
+        self._close()
 
     @classmethod
     def saved_state(cls, saver: Any, thread: str) -> dict[str, Any]:
@@ -265,6 +283,11 @@ class Chat:
             inputs = Command(resume={waiting[0].id: text})
             before -= 1  # the tool call that asked is this turn's too
             self.tracer.event("person_answered", thread=self.thread, answer=text, question=waiting[0].value)
+        notices, notice = [], ""
+        if self._notices and isinstance(inputs, dict):  # what the chat cannot offer: told once, kept
+            notices, self._notices, notice = self._notices, [], notice_text(self._notices)
+            told = AIMessage(content=notice, name=NOTICE, additional_kwargs={"alref_notice": True})
+            inputs["messages"].append(told)
         for update in self.graph.stream(inputs, self.config, stream_mode="updates"):
             if on_step is not None:
                 for event in steps_of(update):
@@ -298,9 +321,10 @@ class Chat:
         after = self.llm.usage()
         usage = {k: after[k] - usage_before[k] for k in after if isinstance(after[k], int)}  # type: ignore[literal-required]
         status = "llm_error" if failed else ("question" if asked else "ok")
+        answer = notice + ("\n" + answer if notice and answer else answer)
         report = {"thread": self.thread, "status": status, "question": asked, "calls": calls,
                   "answer": answer, "preview": preview, "objects": self.session.describe_objects(),
-                  "llm": usage, "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+                  "llm": usage, "seconds": round(time.perf_counter() - started, 3), "notices": notices}  # fmt: skip
         self.tracer.event("chat_turn", turn=turn, text=text, **report)
         return report
 
@@ -317,4 +341,5 @@ class Chat:
         session = self.session
         self.tracer.event("chat_start", thread=self.thread, resumed=resumed, video=str(session.video_path),
                           audio=str(session.audio_path) if session.audio_path else None,
-                          input=session.info.to_dict(), settings=kept_settings(session.settings))  # fmt: skip
+                          input=session.info.to_dict(), settings=kept_settings(session.settings),
+                          extra_tools=self.extras.describe())  # fmt: skip

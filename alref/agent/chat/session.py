@@ -1,6 +1,13 @@
 """The state a conversation keeps about its video between turns: the SAM 2 session, the current
-objects (each a name and its box prompts), their propagated masks (as RLE), the undo history, and
-the images the last tools made for the model to see.
+objects (each a name, its box prompts and a person's refinements), their propagated masks (as RLE),
+the undo history, and the images the last tools made for the model to see.
+
+A refinement (:meth:`ChatSession.refine`: positive/negative points and/or a box on one frame) is kept
+in the object's data (``"refinements"``: ``{frame, points, labels, box}`` in order, as `alref refine`
+records them in result.json), so the masks digest, undo, the saved state and ``--resume`` carry it.
+The session is prompted as `alref refine` prompts it: per object (in id order), its box prompts, then
+its refinements in order (``add_points``: a refinement replaces the object's earlier prompt on its
+frame, as the canonical transformers session does); one propagation serves every object.
 
 The objects' prompts and names are persisted in the conversation's LangGraph state (so in SQLite);
 their masks are kept in the conversation's folder (``work/chat/masks_<digest>.json``, one file per set
@@ -16,6 +23,7 @@ import copy
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,7 @@ from alref.media.tiles import tile_frames
 from alref.media.video import open_video
 from alref.media.writers import atomic_write_json, render_overlay, rle_to_mask, write_jpeg
 from alref.tools.registry import resolve_models
-from alref.tools.segmentation import MemmapFrameStore
+from alref.tools.segmentation import MemmapFrameStore, make_prompt
 
 
 class ChatSession:
@@ -47,7 +55,7 @@ class ChatSession:
         self.models = resolve_models(settings)
         self.objects: dict[
             int, dict[str, Any]
-        ] = {}  # id -> {"name", "reference", "prompts": [[frame, box]], "silent_frames"}
+        ] = {}  # id -> {"name", "reference", "prompts": [[frame, box]], "silent_frames", "refinements"?}
         self.masks: dict[int, dict[int, dict]] = {}  # id -> frame -> RLE
         self.history: list[dict[int, dict[str, Any]]] = []
         self.pending_images: list[str] = []  # shown to the model with its next step
@@ -179,6 +187,95 @@ class ChatSession:
         self.propagate()
         return {"object_id": obj, **self.object_summary(obj)}
 
+    def refine(
+        self,
+        object_id: int,
+        frame: int,
+        points: Sequence[Sequence[float]] = (),
+        labels: Sequence[int] = (),
+        box: Sequence[float] | None = None,
+    ) -> dict[str, Any]:
+        """Correct object ``object_id`` with clicks (label 1 positive, 0 negative) and/or a box on
+        ``frame`` (video pixels) and propagate again; the same prompt as the object's last one on that
+        frame is already applied (nothing is computed)."""
+        self._check_object(object_id)
+        refinement = self.make_refinement(frame, points, labels, box)
+        data = self.objects[object_id]
+        on_frame = [r for r in data.get("refinements", []) if r["frame"] == refinement["frame"]]
+        if on_frame and on_frame[-1] == refinement:
+            return {"object_id": object_id, "already_applied": True, **self.frame_summary(object_id, frame)}
+        self._check_points()
+        self._remember()
+        data["refinements"] = [*data.get("refinements", []), refinement]
+        self.propagate()
+        return {"object_id": object_id, **self.frame_summary(object_id, frame)}
+
+    def add_object(
+        self,
+        name: str,
+        frame: int,
+        points: Sequence[Sequence[float]] = (),
+        labels: Sequence[int] = (),
+        box: Sequence[float] | None = None,
+    ) -> dict[str, Any]:
+        """A new object from a box (a box prompt, as :meth:`set_object`) or from clicks (with or
+        without a box: its first refinement) on ``frame``, then propagate."""
+        refinement = self.make_refinement(frame, points, labels, box)
+        if not refinement["points"]:
+            made = self.set_object([(refinement["frame"], refinement["box"])], name)  # type: ignore[list-item]
+            return {"object_id": made["object_id"], **self.frame_summary(made["object_id"], frame)}
+        self._check_points()
+        self._remember()
+        obj = max(self.objects, default=0) + 1
+        self.objects[obj] = {"name": name, "reference": name, "prompts": [], "silent_frames": [],
+                             "refinements": [refinement]}  # fmt: skip
+        self.propagate()
+        return {"object_id": obj, **self.frame_summary(obj, frame)}
+
+    def make_refinement(
+        self,
+        frame: int,
+        points: Sequence[Sequence[float]] = (),
+        labels: Sequence[int] = (),
+        box: Sequence[float] | None = None,
+    ) -> dict[str, Any]:
+        """A checked refinement ``{frame, points, labels, box}`` (numbers as floats, as result.json
+        records them), else an InputError in one line: a frame of the video, one label (1 or 0) per
+        point, points and box inside the frame, at least a point or a box."""
+        self.check_frame(int(frame))
+        if not list(points) and box is None:
+            raise InputError("give a prompt: positive/negative points and/or a box on the frame")
+        try:
+            prompt = make_prompt(box, points, labels)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"bad prompt: {exc}") from None
+        width, height = self.info.width, self.info.height
+        corners = [prompt.box[:2], prompt.box[2:]] if prompt.box is not None else []
+        for x, y in [*prompt.points, *corners]:
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise InputError(
+                    f"the prompt ({x:g}, {y:g}) is outside the frame: x is 0..{width}, y is 0..{height} pixels"
+                )
+        return {"frame": int(frame), "points": [list(p) for p in prompt.points], "labels": list(prompt.labels),
+                "box": list(prompt.box) if prompt.box is not None else None}  # fmt: skip
+
+    def _check_points(self) -> None:
+        """The segmentation tool takes point prompts (``add_points``), else an InputError before any change."""
+        if not hasattr(self._segmentation(), "add_points"):
+            name = self.models.segmentation_tool.name
+            raise InputError(f"the segmentation tool {name} takes no point prompts: use a box (segment_box)")
+
+    def _check_object(self, object_id: int) -> None:
+        if object_id not in self.objects:
+            ids = ", ".join(str(o) for o in sorted(self.objects)) or "none"
+            raise InputError(f"there is no object {object_id}; the objects are: {ids}")
+
+    def frame_summary(self, obj: int, frame: int) -> dict[str, Any]:
+        """The object's summary and its mask's size on ``frame`` (pixels)."""
+        rle = self.masks.get(obj, {}).get(int(frame))
+        pixels = int(rle_to_mask(rle).sum()) if rle is not None else 0
+        return {**self.object_summary(obj), "frame": int(frame), "mask_pixels_on_frame": pixels}
+
     def remove(self, object_id: int) -> dict[str, Any]:
         if object_id not in self.objects:
             raise InputError(f"there is no object {object_id}; objects: {self.describe_objects() or 'none'}")
@@ -246,9 +343,14 @@ class ChatSession:
     # --- masks ------------------------------------------------------------------------------------
 
     def masks_digest(self, objects: dict[int, dict[str, Any]]) -> str:
-        """What the masks of ``objects`` depend on: their ids, box prompts and silent frames, the
-        segmentation model and its precision, and the video."""
-        shape = sorted([obj, d["prompts"], sorted(d.get("silent_frames", []))] for obj, d in objects.items())
+        """What the masks of ``objects`` depend on: their ids, box prompts, refinements and silent
+        frames, the segmentation model and its precision, and the video. (An object without refinements
+        has the digest it had before refinements existed: stored masks stay valid.)"""
+        shape = sorted(
+            [obj, d["prompts"], sorted(d.get("silent_frames", []))]
+            + ([d["refinements"]] if d.get("refinements") else [])
+            for obj, d in objects.items()
+        )
         key = [shape, self.models.describe()["segmentation"], self.settings.precision, str(self.video_path),
                [self.info.num_frames, self.info.width, self.info.height]]  # fmt: skip
         return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
@@ -288,7 +390,8 @@ class ChatSession:
         self._save_masks()
 
     def _propagate(self) -> None:
-        """Prompt SAM 2 with every object's boxes and propagate once over the whole video."""
+        """Prompt SAM 2 with every object's boxes, then its refinements (as `alref refine` does), and
+        propagate once over the whole video, from the newest object's first prompt."""
         from alref.media.writers import mask_to_rle
 
         self.masks = {obj: {} for obj in self.objects}
@@ -297,17 +400,28 @@ class ChatSession:
         for obj, data in sorted(self.objects.items()):
             for frame, box in data["prompts"]:
                 session.add_box(frame, obj, box)
-        start = self.objects[max(self.objects)]["prompts"][0][0]
-        for frame, masks in session.propagate(start):
+            for r in data.get("refinements", []):
+                session.add_points(r["frame"], obj, r["points"], r["labels"], r["box"])
+        start = self.first_frame(max(self.objects))
+        for frame, masks in session.propagate(start, progress=self._advance):
             for obj, mask in masks.items():
                 if frame in self.objects[obj].get("silent_frames", []):
                     mask = np.zeros_like(mask)
                 self.masks[obj][frame] = mask_to_rle(mask)
 
+    def _advance(self, frames: int) -> None:
+        """Propagation's progress (``frames`` more done); a session that shows progress overrides it."""
+
+    def first_frame(self, obj: int) -> int:
+        """The frame of the object's first prompt: its first box, else its first refinement."""
+        data = self.objects[obj]
+        return data["prompts"][0][0] if data["prompts"] else data["refinements"][0]["frame"]
+
     def object_summary(self, obj: int) -> dict[str, Any]:
         present = [f for f, rle in sorted(self.masks.get(obj, {}).items()) if rle_to_mask(rle).any()]
         data = self.objects[obj]
-        return {"name": data["name"], "prompts": data["prompts"], "frames_with_mask": len(present),
+        refined = {"refinements": data["refinements"]} if data.get("refinements") else {}
+        return {"name": data["name"], "prompts": data["prompts"], **refined, "frames_with_mask": len(present),
                 "first_frame": present[0] if present else None, "last_frame": present[-1] if present else None}  # fmt: skip
 
     def describe_objects(self) -> list[dict[str, Any]]:
@@ -317,7 +431,7 @@ class ChatSession:
         """The first prompt frame of the newest object with every mask tinted and the prompt boxes drawn."""
         if not self.objects:
             return None
-        frame = self.objects[max(self.objects)]["prompts"][0][0]
+        frame = self.first_frame(max(self.objects))
         image = self.video.read_frame(frame)
         masks = {obj: rle_to_mask(m[frame]) for obj, m in self.masks.items() if frame in m}
         boxes = [

@@ -46,6 +46,22 @@ class SelectArgs(BaseModel):
     )
 
 
+class RefineArgs(BaseModel):
+    object_id: int = Field(ge=1, description="the object to correct (its id, as list_objects gives it)")
+    frame: int = Field(ge=0, description="0-based frame number the points and the box are on")
+    positive_points: list[list[float]] = Field(
+        default_factory=list,
+        description="[[x, y], ...] in pixels: points ON the object that its mask misses on that frame",
+    )
+    negative_points: list[list[float]] = Field(
+        default_factory=list,
+        description="[[x, y], ...] in pixels: points that are NOT the object but are inside its mask",
+    )
+    box: list[float] | None = Field(
+        None, description="[x0, y0, x1, y1] in pixels: a box around the whole object on that frame"
+    )
+
+
 class ObjectArgs(BaseModel):
     object_id: int = Field(ge=1)
 
@@ -107,6 +123,13 @@ def make_tools(session: ChatSession, select_referent, track_referent=None) -> li
             box = boxes[box_number - 1]["box"]
         return session.set_object([(frame, box)], name, object_id=object_id)
 
+    def refine(object_id: int, frame: int, positive_points: list[list[float]] | None = None,
+               negative_points: list[list[float]] | None = None, box: list[float] | None = None) -> dict[str, Any]:  # fmt: skip
+        positives, negatives = positive_points or [], negative_points or []
+        return session.refine(  # positive points first, then negative ones, as `alref refine` orders them
+            object_id, frame, [*positives, *negatives], [1] * len(positives) + [0] * len(negatives), box
+        )
+
     return [
         _tool("show_frames", "Show frames of the video as one tiled image labelled with their frame numbers.", ShowFramesArgs,
               session.show_frames),
@@ -119,6 +142,10 @@ def make_tools(session: ChatSession, select_referent, track_referent=None) -> li
         *([_tool("track_referent", "SAM 3 tracks every object of the sentence's kind over the whole video and you judge "
                  "them (the tracks strategy); every accepted one becomes an object. Use it when the sentence may mean "
                  "several objects.", TrackArgs, track_referent)] if track_referent else []),
+        _tool("refine_object", "Correct an object's mask on one frame with positive points (on the object), negative "
+              "points (not the object) and/or a box; SAM 2 propagates it again through the whole video. Use it when "
+              "the mask misses part of the object, covers something else, or loses the object on some frames.",
+              RefineArgs, refine),
         _tool("tag_audio", "The AudioSet sound classes heard in the video's audio.", TagArgs, session.tag_audio),
         _tool("keep_while_sounding", "Keep an object's mask only while a sound is heard (e.g. 'only while it barks').",
               SoundArgs, session.keep_while_sounding),
