@@ -187,7 +187,7 @@ class TabSession:
         session = ShownChatSession(self.video, folder or self.config.chat_out / thread, settings, self.audio)
         self._stack.callback(session.close)  # the decoded frames go with the conversation (unless kept)
         self.chat = Chat(session, None, self._saver, thread=thread, max_steps=self.config.max_steps)
-        self._stack.callback(self.chat.close)  # its MCP servers stop with the conversation (before the frames go)
+        self._stack.callback(self.chat.close)  # its MCP servers stop first, then the frames go
         session.restore(saved.get("objects"))  # the stored masks; only missing ones are propagated
 
     def close(self) -> None:
