@@ -408,7 +408,7 @@ def chat(
     heard, export. Conversations persist in SQLite; --resume continues one with its own settings, objects
     and folder. The decoded frames are removed when the chat ends (unless --keep-work)."""
     from alref.agent.chat.agent import Chat, chat_store, list_threads, resumed_settings
-    from alref.agent.chat.session import ChatSession
+    from alref.app.session import ShownChatSession  # says its stages (decoding, propagating k/N)
     from alref.config import load_settings
     from alref.errors import InputError
 
@@ -442,7 +442,7 @@ def chat(
         audio_path = audio or saved.get("audio")
         thread = resume or uuid.uuid4().hex[:8]
         folder = out or (Path(saved["out"]) if saved.get("out") else Path("alref-chat") / thread)
-        session = ChatSession(video_path, folder, settings, audio_path)
+        session = ShownChatSession(video_path, folder, settings, audio_path)
         conversation = None
         try:
             conversation = Chat(session, None, saver, thread=thread, max_steps=max_steps)
@@ -455,7 +455,9 @@ def chat(
                 _print_objects(session.describe_objects())
             failed = 0
             for text in _turns(message):
-                with _turn_progress() as on_step:  # the turn's steps as they happen, on stderr
+                with _turn_progress(
+                    session
+                ) as on_step:  # the turn's steps and stages as they happen, on stderr
                     report = conversation.ask(text, on_step=on_step)
                 _print_turn(report, as_json)
                 failed += report["status"] == "llm_error"  # a question waits for the next message
@@ -472,8 +474,10 @@ def chat(
 
 
 @contextlib.contextmanager
-def _turn_progress():
-    """A chat turn's steps as they happen: a spinner line on a terminal, plain lines when piped."""
+def _turn_progress(session: Any):
+    """A chat turn's steps (tool calls, their ends) and the session's stages inside a tool (decoding,
+    detecting, propagating k/N) as they happen: a spinner line on a terminal; plain lines when piped,
+    one per step and one per stage (not per frame)."""
 
     def say(event: dict[str, Any]) -> str:
         if event["step"] == "tool_call":
@@ -483,11 +487,34 @@ def _turn_progress():
             return f"{event['tool']} {'failed' if event['error'] else 'done'}; asking the model what next"
         return "answered"
 
+    shown = session.show
     if err_console.is_terminal:
         with err_console.status("asking the model…") as spinner:
-            yield lambda event: spinner.update(escape(say(event)))
-    else:
+            tool = ["asking the model…"]
+
+            def step(event: dict[str, Any]) -> None:
+                tool[0] = say(event)
+                spinner.update(escape(tool[0]))
+
+            session.show = lambda fraction, text: spinner.update(escape(f"{tool[0]} · {text}"))
+            try:
+                yield step
+            finally:
+                session.show = shown
+        return
+    last = [""]
+
+    def stage(fraction: float | None, text: str) -> None:
+        kind = text.split()[0] if text.split() else text  # "propagating 3/30" -> one line per stage
+        if kind != last[0]:
+            last[0] = kind
+            err_console.print(f"    {text}", highlight=False, markup=False)
+
+    session.show = stage
+    try:
         yield lambda event: err_console.print(f"  … {say(event)}", highlight=False, markup=False)
+    finally:
+        session.show = shown
 
 
 def _print_objects(objects: list[dict[str, Any]]) -> None:

@@ -285,6 +285,11 @@ def test_track_referent_makes_an_object_of_each_accepted_track(tmp_path, video):
                 report["objects"][0]["frames_with_mask"] > 0
                 and report["objects"][0]["name"] == "the red square"
             )
+        from alref.tools.sam3_tracks import load_cv_utils_kernel
+
+        note = load_cv_utils_kernel()  # SAM 3 without transformers' kernel: alref's one line, told once
+        assert report["notes"] == ([note] if note else [])
+        assert not note or report["answer"].endswith(note)
     finally:
         store.__exit__(None, None, None)
 
@@ -303,6 +308,17 @@ def test_a_piped_chat_turn_shows_its_steps_as_they_happen(run_cli, tmp_path, vid
     assert lines[0].startswith("… calling segment_box(frame=0, box=[") and "name='red square'" in lines[0]
     assert lines[1] == "… segment_box done; asking the model what next" and lines[-1] == "… answered"
     assert "Done." in stdout
+    # the tool's stages, in order, between its call and its end: one line each, not one per frame
+    stages = [line.strip() for line in stderr.splitlines() if line.startswith("    ")]
+    assert stages[0] == "decoding the video for SAM 2" and stages[1].startswith(
+        "propagating 1 object(s) over"
+    )
+    assert sum(line.startswith("propagating") for line in stages) == 1
+    assert (
+        stderr.index("calling segment_box")
+        < stderr.index("decoding the video")
+        < stderr.index("segment_box done")
+    )
 
 
 def test_refine_object_corrects_a_mask_and_a_resumed_chat_keeps_it(tmp_path, video):

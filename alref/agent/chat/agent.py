@@ -270,7 +270,8 @@ class Chat:
         turn's status (``ok``; ``llm_error`` when the LLM gave no answer; ``question`` when a tool asks the
         person, and the next message answers) and its LLM usage. ``on_step`` is told each step as it
         happens: ``{"step": "tool_call", "tool", "args"}``, ``{"step": "tool_result", "tool", "error",
-        "result"}`` and ``{"step": "answer", "text"}``, from the graph's stream."""
+        "result"}`` and ``{"step": "answer", "text"}``, from the graph's stream. ``notes``: what a tool had to
+        tell the person (e.g. that SAM 3 runs without its post-processing kernel), also added to the answer."""
         before = len(self.graph.get_state(self.config).values.get("messages", []))
         self._trace_start(resumed=before > 0)
         usage_before = self.llm.usage()
@@ -322,9 +323,12 @@ class Chat:
         usage = {k: after[k] - usage_before[k] for k in after if isinstance(after[k], int)}  # type: ignore[literal-required]
         status = "llm_error" if failed else ("question" if asked else "ok")
         answer = notice + ("\n" + answer if notice and answer else answer)
+        notes, self.session.notes = self.session.notes, []  # a tool's note to the person (SAM 3's kernel)
+        answer = "\n".join([answer, *notes]) if answer else "\n".join(notes)
         report = {"thread": self.thread, "status": status, "question": asked, "calls": calls,
                   "answer": answer, "preview": preview, "objects": self.session.describe_objects(),
-                  "llm": usage, "seconds": round(time.perf_counter() - started, 3), "notices": notices}  # fmt: skip
+                  "llm": usage, "seconds": round(time.perf_counter() - started, 3), "notices": notices,
+                  "notes": notes}  # fmt: skip
         self.tracer.event("chat_turn", turn=turn, text=text, **report)
         return report
 

@@ -59,6 +59,9 @@ class ChatSession:
         self.masks: dict[int, dict[int, dict]] = {}  # id -> frame -> RLE
         self.history: list[dict[int, dict[str, Any]]] = []
         self.pending_images: list[str] = []  # shown to the model with its next step
+        self.notes: list[
+            str
+        ] = []  # what a tool has to tell the person (a model's limit): said after the turn
         self.changed = False
         self._detector = self._segmenter = self._store = self._session = None
         self._tracks: Any = None
@@ -91,6 +94,10 @@ class ChatSession:
 
             tool = select("concept_tracks", None)
             tracker = tool.load(model_source(tool, self.settings), resolve_device(self.settings.device))
+            if skipped := getattr(
+                tracker, "skipped_postprocessing", None
+            ):  # instead of transformers' warning
+                self.notes.append(skipped)
             store = self._frames(tracker.image_size, tracker.prepare_frame)
             from alref.progress import Reporter
 
