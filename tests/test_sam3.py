@@ -743,6 +743,58 @@ def test_tracker_segmenter_equals_the_canonical_session(
     )
 
 
+def test_tracker_segmenter_clicks_equal_the_canonical_session(
+    segmenter: Sam3TrackerSegmenter, store: MemmapFrameStore
+) -> None:
+    """Points (positive and negative), points with a box, and a later click replacing a frame's prompt reach
+    Sam3TrackerVideoModel as Sam3TrackerVideoProcessor puts them (the same coordinates, exactly), and the
+    outputs equal the canonical session's on every frame: alref refine and the page's clicks with --models sam3."""
+    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+        Sam3TrackerVideoInferenceSession,
+    )
+    from transformers.models.sam3_tracker_video.processing_sam3_tracker_video import Sam3TrackerVideoProcessor
+
+    pixels = processor_pixels(np.stack([store[i] for i in range(N)]), 112)
+    canonical = Sam3TrackerVideoInferenceSession(
+        video=pixels, video_height=H, video_width=W, dtype=torch.float32
+    )
+    processor = object.__new__(Sam3TrackerVideoProcessor)  # its prompt handling needs no image processor
+    processor.target_size, processor.point_pad_value = 112, -10
+    session = segmenter.start_session(store, H, W)
+    model = segmenter.model
+    clicks = [  # (frame, object, points, labels, box)
+        (1, 1, [(20.0, 30.0), (60.5, 10.0)], [1, 0], None),
+        (3, 2, [(50.0, 40.0)], [1], (40.0, 20.0, 70.0, 50.0)),
+        (6, 1, [(45.0, 33.0)], [1], None),
+        (1, 1, [(22.0, 31.0)], [1], None),  # again on frame 1: replaces the object's prompt there
+    ]
+    for frame, obj_id, points, labels, box in clicks:
+        processor.add_inputs_to_inference_session(
+            canonical, frame_idx=frame, obj_ids=obj_id, input_points=[[[list(p) for p in points]]],
+            input_labels=[[labels]], input_boxes=[[list(box)]] if box else None,
+        )  # fmt: skip
+        with torch.inference_mode():
+            expected = model(inference_session=canonical, frame_idx=frame).pred_masks
+        got = session.add_points_logits(frame, obj_id, points, labels, box)
+        idx = canonical.obj_id_to_idx(obj_id)
+        ours, theirs = (
+            session.state.point_inputs_per_obj[idx][frame],
+            canonical.point_inputs_per_obj[idx][frame],
+        )
+        assert torch.equal(ours["point_coords"], theirs["point_coords"])
+        assert torch.equal(ours["point_labels"], theirs["point_labels"])
+        for i, oid in enumerate(got):
+            torch.testing.assert_close(got[oid], expected[i, 0], atol=1e-6, rtol=0)
+    start = 3
+    forward = {o.frame_idx: o.pred_masks.clone() for o in model.propagate_in_video_iterator(canonical, start)}
+    reverse = {o.frame_idx: o.pred_masks.clone()
+               for o in model.propagate_in_video_iterator(canonical, start_frame_idx=start, reverse=True)}  # fmt: skip
+    for frame, logits in session.propagate_logits(start):
+        expected = reverse[frame] if frame in reverse else forward[frame]
+        for i, oid in enumerate(logits):
+            torch.testing.assert_close(logits[oid], expected[i, 0], atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("side", [1008, 112, 1024])
 def test_box_points_equal_the_processors_scaling_on_odd_sizes(side: int) -> None:
     """The processors divide by the int64 original size (torch: float32(1 / size) * side); a float32
