@@ -222,5 +222,5 @@ def test_a_killed_refine_leaves_the_earlier_outputs_intact(
 def test_parsing_and_checks_of_the_api(run: Path) -> None:
     with pytest.raises(InputError, match="one label per point"):
         alref.refine(run, 1, 3, points=[(1, 1)], labels=[1, 0])
-    with pytest.raises(InputError, match="at least one point or a box"):
+    with pytest.raises(InputError, match="give a prompt: positive/negative points and/or a box"):
         alref.refine(run, 1, 3)

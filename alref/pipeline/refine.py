@@ -27,9 +27,9 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 from alref.config import Settings
 from alref.core.checks import mask_checks
@@ -39,38 +39,12 @@ from alref.media.masks import MaskSink, write_overlay
 from alref.media.video import Video, open_video
 from alref.media.writers import atomic_write_json
 from alref.progress import Reporter
-from alref.tools.segmentation import make_prompt
+from alref.tools.refinement import Refinement, already_applied, check_refinement, make_refinement
+
+__all__ = ["Refinement", "make_refinement", "refine_run"]
 
 #: the settings a refine takes from the run unless given: the models that made its masks
 RUN_SETTINGS = ("models", "segmentation_model", "segmentation", "precision")
-
-
-class Refinement(TypedDict):
-    """One prompt of a person, as result.json records it."""
-
-    frame: int
-    points: list[list[float]]
-    labels: list[int]
-    box: list[float] | None
-
-
-def make_refinement(
-    frame: int,
-    points: Sequence[Sequence[float]] = (),
-    labels: Sequence[int] = (),
-    box: Sequence[float] | None = None,
-) -> Refinement:
-    """A checked refinement (its numbers as floats), else an InputError in one line."""
-    try:
-        prompt = make_prompt(box, points, labels)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"bad prompt: {exc}") from None
-    return {
-        "frame": int(frame),
-        "points": [list(p) for p in prompt.points],
-        "labels": list(prompt.labels),
-        "box": list(prompt.box) if prompt.box is not None else None,
-    }
 
 
 class RunFolder:
@@ -122,16 +96,7 @@ class RunFolder:
     def check_prompt(self, refinement: Refinement) -> None:
         """The frame in the video, the points and the box inside the frame, else an InputError."""
         info = self.result["input"]
-        n, width, height = info["num_frames"], info["width"], info["height"]
-        frame = refinement["frame"]
-        if not 0 <= frame < n:
-            raise InputError(f"frame {frame} is outside the video: its frames are 0..{n - 1}")
-        corners = [refinement["box"][:2], refinement["box"][2:]] if refinement["box"] else []
-        for x, y in [*refinement["points"], *corners]:
-            if not (0 <= x <= width and 0 <= y <= height):
-                raise InputError(
-                    f"the prompt ({x:g}, {y:g}) is outside the frame: x is 0..{width}, y is 0..{height} pixels"
-                )
+        check_refinement(refinement, info["num_frames"], info["width"], info["height"])
 
     def open_video(self, video: str | Path | None) -> tuple[Video, Path]:
         """The run's video (or ``video`` instead), checked to be the one the masks were made from."""
@@ -150,12 +115,6 @@ class RunFolder:
                 f"{got.width}x{got.height}; the run has {info['num_frames']} of {info['width']}x{info['height']})"
             )
         return opened, path
-
-
-def already_applied(ref: Mapping[str, Any], refinement: Refinement) -> bool:
-    """The object's last refinement on that frame is this one: it holds already."""
-    on_frame = [r for r in ref.get("refinements") or [] if r["frame"] == refinement["frame"]]
-    return bool(on_frame) and dict(on_frame[-1]) == dict(refinement)
 
 
 def refine_run(
@@ -183,7 +142,7 @@ def refine_run(
     run = RunFolder(Path(out))
     ref = run.reference(int(object_id))
     run.check_prompt(refinement)
-    if already_applied(ref, refinement):
+    if already_applied(ref.get("refinements") or [], refinement):
         return run.result, False
     opened, video_path = run.open_video(video)
     settings = settings if settings is not None else run_settings(run.result, given or {})

@@ -37,8 +37,9 @@ from alref.media.masks import MaskSink
 from alref.media.tiles import tile_frames
 from alref.media.video import open_video
 from alref.media.writers import atomic_write_json, render_overlay, rle_to_mask, write_jpeg
+from alref.tools.refinement import Refinement, already_applied, check_refinement, make_refinement
 from alref.tools.registry import resolve_models
-from alref.tools.segmentation import MemmapFrameStore, make_prompt
+from alref.tools.segmentation import MemmapFrameStore
 
 
 class ChatSession:
@@ -208,8 +209,7 @@ class ChatSession:
         self._check_object(object_id)
         refinement = self.make_refinement(frame, points, labels, box)
         data = self.objects[object_id]
-        on_frame = [r for r in data.get("refinements", []) if r["frame"] == refinement["frame"]]
-        if on_frame and on_frame[-1] == refinement:
+        if already_applied(data.get("refinements", []), refinement):
             return {"object_id": object_id, "already_applied": True, **self.frame_summary(object_id, frame)}
         self._check_points()
         self._remember()
@@ -245,26 +245,13 @@ class ChatSession:
         points: Sequence[Sequence[float]] = (),
         labels: Sequence[int] = (),
         box: Sequence[float] | None = None,
-    ) -> dict[str, Any]:
-        """A checked refinement ``{frame, points, labels, box}`` (numbers as floats, as result.json
-        records them), else an InputError in one line: a frame of the video, one label (1 or 0) per
-        point, points and box inside the frame, at least a point or a box."""
+    ) -> Refinement:
+        """A checked refinement ``{frame, points, labels, box}`` (as result.json records it, see
+        :mod:`alref.tools.refinement`), else an InputError in one line."""
         self.check_frame(int(frame))
-        if not list(points) and box is None:
-            raise InputError("give a prompt: positive/negative points and/or a box on the frame")
-        try:
-            prompt = make_prompt(box, points, labels)
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"bad prompt: {exc}") from None
-        width, height = self.info.width, self.info.height
-        corners = [prompt.box[:2], prompt.box[2:]] if prompt.box is not None else []
-        for x, y in [*prompt.points, *corners]:
-            if not (0 <= x <= width and 0 <= y <= height):
-                raise InputError(
-                    f"the prompt ({x:g}, {y:g}) is outside the frame: x is 0..{width}, y is 0..{height} pixels"
-                )
-        return {"frame": int(frame), "points": [list(p) for p in prompt.points], "labels": list(prompt.labels),
-                "box": list(prompt.box) if prompt.box is not None else None}  # fmt: skip
+        refinement = make_refinement(frame, points, labels, box)
+        check_refinement(refinement, self.info.num_frames, self.info.width, self.info.height)
+        return refinement
 
     def _check_points(self) -> None:
         """The segmentation tool takes point prompts (``add_points``), else an InputError before any change."""
