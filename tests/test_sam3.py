@@ -694,9 +694,9 @@ def test_grounder_clips_and_drops_boxes_on_purpose() -> None:
 PROMPTS = [(1, 1, (10, 20, 40, 50)), (3, 2, (40, 20, 70, 50)), (6, 1, (35, 20, 65, 50))]
 
 
-def test_tracker_segmenter_equals_the_canonical_session(
-    segmenter: Sam3TrackerSegmenter, store: MemmapFrameStore
-) -> None:
+def canonical_tracker_session(segmenter: Sam3TrackerSegmenter, store: MemmapFrameStore):
+    """(the canonical Sam3TrackerVideoInferenceSession over the processor's pixels of ``store``, the
+    processor that adds prompts to it, alref's session over the same frames)."""
     from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
         Sam3TrackerVideoInferenceSession,
     )
@@ -706,13 +706,38 @@ def test_tracker_segmenter_equals_the_canonical_session(
     canonical = Sam3TrackerVideoInferenceSession(
         video=pixels, video_height=H, video_width=W, dtype=torch.float32
     )
-    processor = object.__new__(Sam3TrackerVideoProcessor)  # its box handling needs no image processor
+    processor = object.__new__(Sam3TrackerVideoProcessor)  # its prompt handling needs no image processor
     processor.target_size, processor.point_pad_value = 112, -10
-    session = segmenter.start_session(store, H, W)
+    return canonical, processor, segmenter.start_session(store, H, W)
+
+
+def assert_propagation_is_canonical(session: Any, canonical: Any, model: Any, start: int) -> None:
+    """alref's propagation from ``start`` (forward, then backward from ``start``) gives the canonical
+    iterator's logits on every frame; frame ``start`` is the reverse pass's output, as SAM 2's session gives."""
+    forward = {o.frame_idx: o.pred_masks.clone() for o in model.propagate_in_video_iterator(canonical, start)}
+    reverse = {o.frame_idx: o.pred_masks.clone()
+               for o in model.propagate_in_video_iterator(canonical, start_frame_idx=start, reverse=True)}  # fmt: skip
+    propagated = list(session.propagate_logits(start))
+    assert [f for f, _ in propagated] == [*range(start + 1, N), *range(start, -1, -1)]
+    for frame, logits in propagated:
+        expected = reverse[frame] if frame in reverse else forward[frame]
+        assert sorted(logits) == sorted(canonical.obj_ids)
+        for i, oid in enumerate(logits):
+            torch.testing.assert_close(logits[oid], expected[i, 0], atol=1e-6, rtol=0)
+
+
+def test_tracker_segmenter_equals_the_canonical_session(
+    segmenter: Sam3TrackerSegmenter, store: MemmapFrameStore
+) -> None:
+    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+        Sam3TrackerVideoInferenceSession,
+    )
+
+    canonical, processor, session = canonical_tracker_session(segmenter, store)
     assert isinstance(session, Sam3TrackerSession) and isinstance(
         session.state, Sam3TrackerVideoInferenceSession
     )
-    assert all(torch.equal(session.state.get_frame(i), pixels[i]) for i in range(N))
+    assert all(torch.equal(session.state.get_frame(i), canonical.get_frame(i)) for i in range(N))
     model = segmenter.model
     for frame, obj_id, box in PROMPTS:
         processor.add_inputs_to_inference_session(
@@ -726,18 +751,8 @@ def test_tracker_segmenter_equals_the_canonical_session(
                            canonical.point_inputs_per_obj[idx][frame]["point_coords"])  # fmt: skip
         for i, oid in enumerate(got):
             torch.testing.assert_close(got[oid], expected[i, 0], atol=1e-6, rtol=0)
-    start = 4
-    forward = {o.frame_idx: o.pred_masks.clone() for o in model.propagate_in_video_iterator(canonical, start)}
-    reverse = {o.frame_idx: o.pred_masks.clone()
-               for o in model.propagate_in_video_iterator(canonical, start_frame_idx=start, reverse=True)}  # fmt: skip
-    propagated = list(session.propagate_logits(start))
-    assert [f for f, _ in propagated] == [*range(start + 1, N), *range(start, -1, -1)]
-    for frame, logits in propagated:  # frame ``start``: the reverse pass's output, as SAM 2's session gives
-        expected = reverse[frame] if frame in reverse else forward[frame]
-        assert list(logits) == [1, 2]
-        for i, oid in enumerate(logits):
-            torch.testing.assert_close(logits[oid], expected[i, 0], atol=1e-6, rtol=0)
-    masks = dict(session.propagate(start))
+    assert_propagation_is_canonical(session, canonical, model, start=4)
+    masks = dict(session.propagate(4))
     assert sorted(masks) == list(range(N)) and all(
         m[1].shape == (H, W) and m[1].any() for m in masks.values()
     )
@@ -749,18 +764,7 @@ def test_tracker_segmenter_clicks_equal_the_canonical_session(
     """Points (positive and negative), points with a box, and a later click replacing a frame's prompt reach
     Sam3TrackerVideoModel as Sam3TrackerVideoProcessor puts them (the same coordinates, exactly), and the
     outputs equal the canonical session's on every frame: alref refine and the page's clicks with --models sam3."""
-    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
-        Sam3TrackerVideoInferenceSession,
-    )
-    from transformers.models.sam3_tracker_video.processing_sam3_tracker_video import Sam3TrackerVideoProcessor
-
-    pixels = processor_pixels(np.stack([store[i] for i in range(N)]), 112)
-    canonical = Sam3TrackerVideoInferenceSession(
-        video=pixels, video_height=H, video_width=W, dtype=torch.float32
-    )
-    processor = object.__new__(Sam3TrackerVideoProcessor)  # its prompt handling needs no image processor
-    processor.target_size, processor.point_pad_value = 112, -10
-    session = segmenter.start_session(store, H, W)
+    canonical, processor, session = canonical_tracker_session(segmenter, store)
     model = segmenter.model
     clicks = [  # (frame, object, points, labels, box)
         (1, 1, [(20.0, 30.0), (60.5, 10.0)], [1, 0], None),
@@ -785,14 +789,7 @@ def test_tracker_segmenter_clicks_equal_the_canonical_session(
         assert torch.equal(ours["point_labels"], theirs["point_labels"])
         for i, oid in enumerate(got):
             torch.testing.assert_close(got[oid], expected[i, 0], atol=1e-6, rtol=0)
-    start = 3
-    forward = {o.frame_idx: o.pred_masks.clone() for o in model.propagate_in_video_iterator(canonical, start)}
-    reverse = {o.frame_idx: o.pred_masks.clone()
-               for o in model.propagate_in_video_iterator(canonical, start_frame_idx=start, reverse=True)}  # fmt: skip
-    for frame, logits in session.propagate_logits(start):
-        expected = reverse[frame] if frame in reverse else forward[frame]
-        for i, oid in enumerate(logits):
-            torch.testing.assert_close(logits[oid], expected[i, 0], atol=1e-6, rtol=0)
+    assert_propagation_is_canonical(session, canonical, model, start=3)
 
 
 @pytest.mark.parametrize("side", [1008, 112, 1024])
