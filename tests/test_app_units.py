@@ -5,11 +5,14 @@ warning for a non-loopback host. tests/test_web_app.py drives the page itself.""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from alref.app import render
 from alref.app.progress import WebReporter
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = "<script>alert(1)</script> **bold** ![x](http://example.invalid/x.png) $$x$$"
 
@@ -126,6 +129,7 @@ def test_a_host_that_is_not_loopback_is_warned_about(host, warned, tmp_path, mon
     assert set(page.launched["allowed_paths"]) == {
         str((tmp_path / "app").resolve()),
         str((tmp_path / "chats").resolve()),
+        str(ROOT / "examples" / "shapes.mp4"),  # the bundled sample, served to the example button
     }
 
 
@@ -167,12 +171,21 @@ def test_each_action_draws_one_progress_bar(tmp_path):
 
     page = build_app(AppConfig(given={"models": "smoke"}, db=tmp_path / "db", out=tmp_path / "app"))
     ids = {b._id: getattr(b, "elem_id", None) for b in page.blocks.values()}
-    for dep in page.config["dependencies"]:
+    deps = page.config["dependencies"]
+    for dep in deps:
         targets = dep.get("show_progress_on")
         if len(dep["outputs"]) > 1:  # a bar on every output otherwise: three on the segment tab
             assert targets is not None and len(targets) == 1, dep
-    segment = next(d for d in page.config["dependencies"] if len(d["outputs"]) == 5)
-    assert [ids[i] for i in segment["show_progress_on"]] == ["alref-result"]
+
+    def bar_of(trigger: str) -> list[str]:
+        dep = next(d for d in deps if any(ids.get(t[0]) == trigger for t in d["targets"]))
+        return [ids[i] for i in dep["show_progress_on"]]
+
+    assert bar_of("alref-segment") == ["alref-result"]
+    assert bar_of("alref-open") == bar_of("alref-example") == bar_of("alref-resume") == ["alref-status"]
+    assert bar_of("alref-message") == ["alref-turn"]  # under the chat, which shows the turn meanwhile
+    assert bar_of("alref-viewer-apply") == bar_of("alref-viewer-undo") == ["alref-viewer-status"]
+    assert bar_of("alref-undo") == ["alref-objects"]
 
 
 def test_a_turn_that_asks_shows_the_candidates_image(tmp_path):
@@ -186,3 +199,20 @@ def test_a_turn_that_asks_shows_the_candidates_image(tmp_path):
     assert tab.preview() == str(image)
     tab.reports.append({"status": "ok", "preview": None, "answer": "done"})
     assert tab.preview() is None  # no objects yet: nothing to preview
+
+
+def test_a_judging_round_and_the_attempts_read_as_sentences():
+    event = {"kind": "candidates_judged", "ref": 1, "round": 2, "decided_by": "llm",
+             "verdicts": [{"number": 1, "verdict": "reject", "reason": "a <b>cat</b>"},
+                          {"number": 3, "verdict": "uncertain", "reason": ""}]}  # fmt: skip
+    assert render.trace_rows([event]) == [
+        (
+            "candidates judged",
+            "reference 1, round 2 (llm): candidate 1 rejected: a <b>cat</b>; candidate 3 uncertain",
+        )
+    ]
+    assert "&lt;b&gt;cat" in render.trace_html([event]) and "{" not in render.trace_html([event])
+    assert render.attempts_sentence({"frame": 1, "box": 2}, []) == "frame asked once, box asked 2 times"
+    assert render.attempts_sentence({}, ["choose_frame", "choose_box"]) == (
+        "no LLM step; fell back at choose_frame and choose_box"
+    )

@@ -49,6 +49,27 @@ def object_rows(objects: list[dict[str, Any]]) -> list[list[Any]]:
 OBJECT_COLUMNS = ["id", "name", "frames with mask", "first frame", "last frame"]
 
 
+def swatch(object_id: int) -> str:
+    """A square in object ``object_id``'s colour, the one the overlay, the previews and the viewer tint
+    its mask with (``colour_for(id - 1)``); its title is the colour's name."""
+    from alref.media.boxes import colour_for
+
+    name, (r, g, b) = colour_for(int(object_id) - 1)
+    return (f'<span class="alref-swatch" title="{e(name)}" data-colour="{e(name)}" '
+            f'style="background-color:rgb({int(r)},{int(g)},{int(b)})"></span>')  # fmt: skip
+
+
+def legend_html(objects: list[dict[str, Any]]) -> str:
+    """The overlay's legend: each object's colour swatch, id and name (escaped)."""
+    if not objects:
+        return ""
+    items = "".join(
+        f'<li data-object="{int(o["object_id"])}">{swatch(o["object_id"])} {int(o["object_id"])} {e(o["name"])}</li>'
+        for o in objects
+    )
+    return f'<ul class="alref-legend" aria-label="colours of the objects">{items}</ul>'
+
+
 def objects_sentence(objects: list[dict[str, Any]]) -> str:
     """The objects as a clause: "object 1 “red square” (frames 0–19), object 2 “dog” (no mask)"."""
     if not objects:
@@ -158,9 +179,11 @@ def _detail(event: dict[str, Any]) -> str:
             return f"{where}: no pivot · {event.get('reason') or ''}"
         box = event.get("box_number") or "top-scoring"
         return f"{where}: frame {event.get('pivot_frame')}, box {box} ({event.get('decided_by')}) · {event.get('reason') or ''}"
-    if kind == "candidates_judged":
-        keep = {k: v for k, v in event.items() if k not in ("ts", "t", "kind")}
-        return short(keep)
+    if kind == "candidates_judged":  # the tracks strategy: one judging round, as sentences
+        return (
+            f"reference {event.get('ref')}, round {event.get('round')} ({event.get('decided_by')}): "
+            + verdicts_sentence(event.get("verdicts") or [])
+        )
     if kind == "node_end":
         output = event.get("output") or {}
         shown = {k: v for k, v in output.items() if v not in (None, "", [], {})}
@@ -236,9 +259,7 @@ def result_html(result: dict[str, Any]) -> str:
                       if c.get("valid") else "no pivot")  # fmt: skip
             why = " · ".join(str(v) for v in (c.get("frame_reasoning"), c.get("subject") and f"subject: {c['subject']}",
                                               c.get("box_reasoning")) if v)  # fmt: skip
-            tries = f"attempts {c.get('attempts') or {}}" + (
-                f"; fallbacks {c['fallbacks']}" if c.get("fallbacks") else ""
-            )
+            tries = attempts_sentence(c.get("attempts") or {}, c.get("fallbacks") or [])
             decisions.append(
                 (
                     f"{ref.get('id')} · clip {c.get('clip')}",
@@ -277,20 +298,34 @@ def tracks_sentences(ref: dict[str, Any]) -> tuple[str, str]:
         head += (
             " decided by the LLM" if r.get("decided_by") == "llm" else f" decided by {r.get('decided_by')}"
         )
-        verdicts = []
-        for v in r.get("verdicts") or []:
-            if not isinstance(v, dict):
-                continue
-            n = v.get("number") or number.get(v.get("track"), "?")
-            word = {"accept": "accepted", "reject": "rejected", "uncertain": "uncertain"}.get(
-                str(v.get("verdict")), str(v.get("verdict"))
-            )
-            reason = f": {v['reason']}" if v.get("reason") else ""
-            verdicts.append(f"candidate {n} {word}{reason}")
-        lines.append(head + (": " + "; ".join(verdicts) if verdicts else "") + ".")
+        verdicts = verdicts_sentence(r.get("verdicts") or [], number)
+        lines.append(head + (": " + verdicts if verdicts else "") + ".")
     if ref.get("reason"):
         lines.append(str(ref["reason"]).rstrip(".") + ".")
     return chosen, short("\n".join(lines), 1200)
+
+
+def verdicts_sentence(verdicts: list[Any], number: dict[Any, Any] | None = None) -> str:
+    """A judging round's verdicts: "candidate 1 rejected: a cat; candidate 2 accepted: the dog"."""
+    parts = []
+    for v in verdicts:
+        if not isinstance(v, dict):
+            continue
+        n = v.get("number") or (number or {}).get(v.get("track"), "?")
+        word = {"accept": "accepted", "reject": "rejected", "uncertain": "uncertain"}.get(
+            str(v.get("verdict")), str(v.get("verdict"))
+        )
+        reason = f": {v['reason']}" if v.get("reason") else ""
+        parts.append(f"candidate {n} {word}{reason}")
+    return "; ".join(parts)
+
+
+def attempts_sentence(attempts: dict[str, Any], fallbacks: list[Any]) -> str:
+    """How often each step was asked, and the fallbacks: "frame asked once, box asked 2 times; fell back
+    at choose_box"."""
+    asked = [f"{step} asked {'once' if n == 1 else f'{n} times'}" for step, n in attempts.items()]
+    said = ", ".join(asked) if asked else "no LLM step"
+    return said + (f"; fell back at {_and(str(f) for f in fallbacks)}" if fallbacks else "")
 
 
 def _and(items: Iterable[str]) -> str:

@@ -9,36 +9,43 @@ own folder, with its stored masks.
 
 When the chat cannot start for a video, the page says which part failed: no LLM configured, or the
 models unavailable (:class:`ChatUnavailableError`, naming the model and how to provide it); the video
-stays open for the segment form.
+stays open for the segment form. Without an LLM the tab still has a session of its own over the video
+(:attr:`TabSession.own`, in ``OUT/sessions/``, removed with the tab), so a person can make and correct
+objects with clicks and boxes, undo, and see the overlay; with an LLM the clicks change the chat's
+objects and are saved in its thread, even before its first message.
+
+One action at a time per tab: a second one while a chat turn, a correction or an edit is running is
+refused with one line (the two would change the same objects).
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+import threading
 import uuid
-import zipfile
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from alref.agent.chat.agent import Chat, chat_store, list_threads, resumed_settings
-from alref.agent.chat.session import ChatSession
+from alref.agent.chat.agent import Chat, chat_store, kept_settings, list_threads, resumed_settings
 from alref.app import render
-from alref.app.progress import Show, WebReporter
+from alref.app.files import example_video, served_video, write_overlay, zip_masks
+from alref.app.oneshot import segment_run
+from alref.app.progress import Show
+from alref.app.shown import ShownChatSession, _quiet
 from alref.config import Settings, load_settings
-from alref.core.workspace import MASKS_DIR, MASKS_FILE, OBJECTS_DIR, PALETTE_DIR, Workspace
+from alref.core.workspace import Workspace
 from alref.errors import AlrefError, InputError, ModelLoadError, ModelUnavailableError
 from alref.media.video import Video, open_video
-from alref.media.writers import OverlayWriter, atomic_write_json, rle_to_mask
+from alref.media.writers import atomic_write_json
 from alref.trace.record import read_events
 
-
-def _quiet(fraction: float | None, text: str) -> None:
-    pass
+__all__ = ["AppConfig", "ChatUnavailableError", "ShownChatSession", "TabSession", "zip_masks"]
 
 
 NO_LLM = ("the chat needs a tool-calling LLM: start alref app with --llm MODEL (and --llm-base-url for a local "
@@ -63,35 +70,10 @@ class AppConfig:
     max_steps: int = 8
     video: str | None = None  # the video given on the command line
     audio: str | None = None
+    example: Path | None = field(default_factory=example_video)  # the sample the example button opens
 
     def settings(self, **overrides: Any) -> Settings:
         return load_settings(**{**self.given, **overrides})
-
-
-class ShownChatSession(ChatSession):
-    """A ChatSession that says on the page what it is doing (decoding, detecting, propagating)."""
-
-    show: Show = staticmethod(_quiet)
-
-    def _segmentation(self):
-        if self._session is None:
-            self.show(None, "decoding the video for SAM 2")
-        return super()._segmentation()
-
-    def ground(self, frame: int, phrase: str) -> dict[str, Any]:
-        self.show(None, f"detecting on frame {frame}")
-        return super().ground(frame, phrase)
-
-    def _propagate(self) -> None:  # only when the masks of these objects are not stored
-        self._segmentation()
-        self._propagated = 0
-        self.show(None, f"propagating {len(self.objects)} object(s) over {self.info.num_frames} frames")
-        super()._propagate()
-
-    def _advance(self, frames: int) -> None:
-        self._propagated = getattr(self, "_propagated", 0) + frames
-        total = self.info.num_frames
-        self.show(min(1.0, self._propagated / total), f"propagating {self._propagated}/{total}")
 
 
 def _text_of(message: Any) -> str:
@@ -109,11 +91,13 @@ class TabSession:
     info: Any = None
     chat: Chat | None = None
     chat_error: AlrefError | None = None  # why the chat could not start for this video (models unavailable)
+    own: ShownChatSession | None = None  # without a chat: the tab's own session (clicks, no LLM)
     history: list[tuple[str, str]] = field(default_factory=list)  # (role, text) as shown
     reports: list[dict[str, Any]] = field(default_factory=list)
     turn_events: list[dict[str, Any]] = field(default_factory=list)
     _stack: ExitStack = field(default_factory=ExitStack)
     _saver: Any = None
+    _lock: Any = field(default_factory=threading.Lock)
 
     # --- opening ---------------------------------------------------------------------------------
 
@@ -151,6 +135,8 @@ class TabSession:
             except (ModelUnavailableError, ModelLoadError) as exc:
                 self.close()
                 self.chat_error = exc
+        if self.chat is None and thread is None:
+            self._start_own(settings)
         return opened
 
     def resume(self, thread: str) -> Video:
@@ -190,8 +176,24 @@ class TabSession:
         self._stack.callback(self.chat.close)  # its MCP servers stop first, then the frames go
         session.restore(saved.get("objects"))  # the stored masks; only missing ones are propagated
 
+    def _start_own(self, settings: Settings) -> None:
+        """The tab's own session over the video (no LLM, no thread): clicks and boxes make and correct
+        objects; its folder goes with the tab. Models that are unavailable leave it out (the page says why
+        when it is used)."""
+        assert self.video is not None
+        folder = self.config.out / "sessions" / f"{self.video.stem}-{uuid.uuid4().hex[:6]}"
+        try:
+            session = ShownChatSession(self.video, folder, settings, self.audio)
+        except (ModelUnavailableError, ModelLoadError) as exc:
+            self.chat_error = self.chat_error or exc
+            return
+        self._stack.callback(shutil.rmtree, folder, True)  # after the frames (callbacks run last first)
+        self._stack.callback(session.close)
+        self.own = session
+
     def close(self) -> None:
         self.chat = None
+        self.own = None
         self.chat_error = None
         self._saver = None
         self._stack.close()
@@ -199,18 +201,59 @@ class TabSession:
 
     @property
     def session(self) -> ShownChatSession | None:
-        return self.chat.session if self.chat else None  # type: ignore[return-value]
+        """The objects' session: the chat's, else the tab's own (no LLM)."""
+        return self.chat.session if self.chat else self.own  # type: ignore[return-value]
+
+    def player(self) -> Path | None:
+        """The opened video as the page's player serves it (see :func:`served_video`)."""
+        if self.video is None:
+            return None
+        allowed = [
+            self.config.out,
+            self.config.chat_out,
+            *([self.config.example] if self.config.example else []),
+        ]
+        return served_video(self.video, self.config.out, allowed)
+
+    @contextmanager
+    def busy(self, what: str) -> Iterator[None]:
+        """Hold the tab for one action; a second one meanwhile is refused with one line."""
+        if not self._lock.acquire(blocking=False):
+            raise InputError(f"wait: this tab is still working on {self._doing}")
+        self._doing = what
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    _doing = "an earlier action"
 
     def threads(self) -> list[dict[str, Any]]:
         return list_threads(self.config.db)
 
     # --- the conversation ------------------------------------------------------------------------
 
-    def ask(self, text: str, show: Show = _quiet) -> dict[str, Any]:
-        chat = self._need_chat()
+    def check_message(self, text: str) -> str:
+        """The message to send (stripped), else an InputError in one line: no video, no chat (and why),
+        an empty message, or the tab busy with another action."""
+        self._need_chat()
         text = text.strip()
         if not text:
             raise InputError("type a message first")
+        if self._lock.locked():
+            raise InputError(f"wait: this tab is still working on {self._doing}")
+        return text
+
+    def ask(
+        self, text: str, show: Show = _quiet, on_step: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """One chat turn; ``show`` is told its stages (asking the LLM, decoding, detecting, propagating
+        k/N) and ``on_step`` its steps (:meth:`Chat.ask`) as they happen."""
+        text = self.check_message(text)
+        with self.busy("the last message"):
+            return self._ask(self._need_chat(), text, show, on_step)
+
+    def _ask(self, chat: Chat, text: str, show: Show, on_step: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:  # fmt: skip
         trace = chat.session.workspace.trace
         before = len(read_events(trace))
         chat.session.show = show  # type: ignore[attr-defined]
@@ -224,7 +267,7 @@ class TabSession:
         chat.llm.chat = asking  # type: ignore[method-assign]
         try:
             show(None, "asking the LLM")
-            report = chat.ask(text)
+            report = chat.ask(text, on_step=on_step)
         finally:
             del chat.llm.chat
             chat.session.show = _quiet  # type: ignore[attr-defined]
@@ -238,6 +281,15 @@ class TabSession:
             self.write_overlay()
         return report
 
+    def _need_session(self) -> ShownChatSession:
+        """The objects' session (the chat's or the tab's own), else why there is none, in one line."""
+        if self.session is None:
+            if self.video is None:
+                raise InputError("open a video first")
+            self._need_chat()  # says which models are missing
+            raise ChatUnavailableError("the segmentation models are unavailable")
+        return self.session
+
     def _need_chat(self) -> Chat:
         if self.chat is None:
             if self.video is None:
@@ -250,7 +302,11 @@ class TabSession:
     def edit(self, action: str, object_id: int | None = None, name: str = "") -> dict[str, Any]:
         """rename / remove / undo, done by the session as the chat's tools do it, then saved in the
         conversation's state so a resumed conversation sees it."""
-        session = self._need_chat().session
+        session = self._need_session()
+        with self.busy(action):
+            return self._edit(session, action, object_id, name)
+
+    def _edit(self, session: ShownChatSession, action: str, object_id: int | None, name: str) -> dict[str, Any]:  # fmt: skip
         if action == "undo":
             result = session.undo()
         elif object_id is None:
@@ -272,8 +328,13 @@ class TabSession:
                box: list[float] | None = None, name: str = "", show: Show = _quiet) -> dict[str, Any]:  # fmt: skip
         """A person's clicks and/or box on ``frame`` for object ``object_id`` (None: a new object named
         ``name``), done by the session as the chat's refine_object tool does it, then saved in the
-        conversation's state; the overlay is written again."""
-        session = self._need_chat().session
+        conversation's state (without a chat: the tab's own session); the overlay is written again."""
+        session = self._need_session()
+        with self.busy("a correction"):
+            return self._refine(session, object_id, frame, points, labels, box, name, show)
+
+    def _refine(self, session: ShownChatSession, object_id: int | None, frame: int, points: list[list[float]],
+                labels: list[int], box: list[float] | None, name: str, show: Show) -> dict[str, Any]:  # fmt: skip
         session.show = show  # type: ignore[attr-defined]
         try:
             if object_id is None:
@@ -294,13 +355,19 @@ class TabSession:
 
     def _save_objects(self) -> None:
         """Write the session's objects into the thread's last checkpoint (as the chat's ``remember``
-        node does), as if the agent had just answered: the next turn starts from them."""
-        chat = self._need_chat()
-        state = chat.graph.get_state(chat.config)
-        messages = state.values.get("messages") or []
-        if not messages:
+        node does), as if the agent had just answered: the next turn starts from them. Before the first
+        message the thread is started with them and what ``--resume`` needs (the video, audio, settings and
+        folder, as a turn keeps them). Without a chat there is no thread: nothing is saved."""
+        chat = self.chat
+        if chat is None:
             return
-        chat.graph.update_state(chat.config, {"objects": chat.session.snapshot()}, as_node="agent")
+        values: dict[str, Any] = {"objects": chat.session.snapshot()}
+        if not chat.graph.get_state(chat.config).values.get("messages"):
+            session = chat.session
+            values |= {"video": str(session.video_path), "settings": kept_settings(session.settings),
+                       "audio": str(session.audio_path) if session.audio_path else None,
+                       "out": str(session.out.resolve())}  # fmt: skip
+        chat.graph.update_state(chat.config, values, as_node="agent")
 
     def preview(self) -> str | None:
         session = self.session
@@ -316,33 +383,20 @@ class TabSession:
         return self.session.describe_objects() if self.session else []
 
     def write_overlay(self) -> Path | None:
-        """overlay.mp4 of the current objects in the chat's folder (removed when there are none)."""
-        session = self.session
-        if session is None:
-            return None
-        target = session.workspace.overlay
-        if not session.objects:
-            target.unlink(missing_ok=True)
-            return None
-        info = session.info
-        boxes: dict[int, list] = {}
-        for obj, data in sorted(session.objects.items()):
-            for frame, box in data["prompts"]:
-                boxes.setdefault(frame, []).append((box, f"{obj} {data['name']}"))
-        sound = session.audio_path or (session.video_path if info.has_audio else None)  # the track it keeps
-        with OverlayWriter(target, info.fps, info.width, info.height, audio=sound) as writer:
-            for index, frame in session.video.iter_frames():
-                masks = {obj: rle_to_mask(m[index]) for obj, m in session.masks.items() if index in m}
-                writer.add(frame, masks, boxes=boxes.get(index, ()))
-        return target
+        """overlay.mp4 of the current objects in the session's folder (removed when there are none)."""
+        return write_overlay(self.session) if self.session is not None else None
 
     def downloads(self) -> list[Path]:
-        """masks.zip, overlay.mp4 and result.json of the conversation's current objects."""
-        session = self._need_chat().session
+        """masks.zip, overlay.mp4 and result.json of the conversation's current objects (or the tab's own)."""
+        session = self._need_session()
+        with self.busy("the downloads"):
+            return self._downloads(session)
+
+    def _downloads(self, session: ShownChatSession) -> list[Path]:
         session.export()
         overlay = self.write_overlay()
         result = {
-            "kind": "chat",
+            "kind": "chat" if self.chat else "clicks",
             "thread": self.chat.thread if self.chat else None,
             "video": str(session.video_path),
             "audio": str(session.audio_path) if session.audio_path else None,
@@ -362,50 +416,9 @@ class TabSession:
         self, reference: str, kind: str, strategy: str, profile: str, show: Show = _quiet
     ) -> dict[str, Any]:
         """`alref segment` on the open video (``kind``: "sentence" or "sound"), into OUT/runs/<name>-<id>."""
-        from alref.pipeline.audio import VIDEO_TRACK, AudioRequest
-        from alref.pipeline.run import segment_video
-
         if self.video is None:
             raise InputError("open a video first")
-        reference = reference.strip()
-        request = None
-        if kind == "sound":
-            request = AudioRequest(str(self.audio) if self.audio else VIDEO_TRACK, reference or None)
-            references: list[str] = []
-        elif not reference:
-            raise InputError('type what to segment, e.g. "the red square"')
-        else:
-            references = [reference]
-        settings = self.config.settings(models=profile, strategy=strategy)
-        out = self.config.out / "runs" / f"{self.video.stem}-{uuid.uuid4().hex[:6]}"
-        reporter = WebReporter(show)
-        result = segment_video(self.video, references, out, settings, reporter, audio=request)
-        workspace = Workspace(out)
-        files = [zip_masks(out)]
-        if workspace.overlay.is_file():
-            files.append(workspace.overlay)
-        files.append(workspace.result)
-        self.turn_events = read_events(workspace.trace)
-        return {
-            "result": result,
-            "out": out,
-            "trace": workspace.trace,
-            "files": files,
-            "notes": reporter.notes,
-        }
-
-
-def zip_masks(out: Path) -> Path:
-    """masks/ (and objects/, palette/, masks.json when written) of ``out`` as ``out/masks.zip``."""
-    target = Path(out) / "masks.zip"
-    tmp = target.with_name(".masks.zip.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in (MASKS_DIR, OBJECTS_DIR, PALETTE_DIR):
-            folder = Path(out) / name
-            if folder.is_dir():
-                for file in sorted(folder.rglob("*.png")):
-                    archive.write(file, file.relative_to(out).as_posix())
-        if (Path(out) / MASKS_FILE).is_file():
-            archive.write(Path(out) / MASKS_FILE, MASKS_FILE)
-    tmp.replace(target)
-    return target
+        done = segment_run(self.config.settings(models=profile, strategy=strategy), self.config.out, self.video,
+                           self.audio, reference, kind, show)  # fmt: skip
+        self.turn_events = read_events(done["trace"])
+        return done

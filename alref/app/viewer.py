@@ -8,6 +8,9 @@ cleared; moving to another frame clears it (a prompt is on one frame). "Apply" g
 object (:meth:`TabSession.refine`, the chat's ``refine_object``: the session takes it as the canonical
 SAM 2 video session does and propagates again) or makes a new object of it; "Undo" is the chat's undo.
 
+The objects are the chat's when an LLM is configured (a correction is saved in its thread, even before
+its first message), else the tab's own session over the video: clicks work without an LLM.
+
 Each browser tab has its own pending prompt (Gradio per-session state) besides its own TabSession. Click
 positions come from ``gr.SelectData.index``: pixels of the shown image (Gradio's image preview never
 enlarges an image, so its natural pixels are what was clicked); the shown image is the frame scaled by
@@ -144,8 +147,8 @@ def frame_html(session: Any, frame: int, clicks: Clicks | None) -> str:
             here.append(f"{refined} correction{'s' if refined != 1 else ''} here")
         colour = colour_for(obj - 1)[0]
         rows.append(
-            f'<li class="alref-viewer-object" data-object="{obj}">object {obj} “{render.e(data["name"])}” '
-            f"({render.e(colour)}): {render.e(', '.join(here))}</li>"
+            f'<li class="alref-viewer-object" data-object="{obj}">{render.swatch(obj)} object {obj} '
+            f"“{render.e(data['name'])}” ({render.e(colour)}): {render.e(', '.join(here))}</li>"
         )
     listed = f"<ul>{''.join(rows)}</ul>" if rows else '<p class="alref-muted">no objects yet</p>'
     pending = clicks.describe() if clicks is not None and clicks.frame == frame else "nothing yet"
@@ -207,7 +210,9 @@ class ViewerTab:
         def shown(tab: Any, frame: Any, clicks: Clicks | None, target: Any = None) -> tuple:
             session = tab.session if tab is not None else None
             if session is None:
-                note = "open a video (the viewer works on the chat's objects: the chat needs an LLM)"
+                note = "open a video first"
+                if tab is not None and tab.video is not None and tab.chat_error is not None:
+                    note = f"the segmentation models are unavailable: {tab.chat_error}"
                 return (gr.update(), None, f'<p class="alref-muted">{render.e(note)}</p>',
                         gr.update(choices=object_choices(None), value=NEW), None)  # fmt: skip
             last = session.info.num_frames - 1

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 from alref.app import render, viewer
+from alref.app.live import LiveTurn, stream_work
 from alref.app.session import AppConfig, TabSession
 from alref.errors import AlrefError, InputError
 
@@ -29,7 +31,10 @@ CSS = """
 .alref-table td,.alref-table th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
 .alref-text{white-space:pre-wrap;word-break:break-word}
 .alref-warn{color:#a04000}.alref-muted{color:#777}
-#alref-status .error{color:#b00020;font-weight:600}
+#alref-status .error,#alref-turn .error{color:#b00020;font-weight:600}
+.alref-legend{list-style:none;padding:0;margin:4px 0;display:flex;flex-wrap:wrap;gap:4px 14px}
+.alref-swatch{display:inline-block;width:14px;height:14px;border-radius:3px;vertical-align:-2px;
+  border:1px solid rgba(0,0,0,.35);margin-right:2px}
 """
 
 
@@ -83,6 +88,16 @@ def _video_info(tab: TabSession) -> str:
             f"{info.fps:.1f} fps{audio}</p>")  # fmt: skip
 
 
+def _turn_status(tab: TabSession, report: dict[str, Any]) -> str:
+    if report["status"] == "llm_error":
+        return _status("the LLM gave no answer; the conversation is saved, ask again later", error=True)
+    if report["status"] == "question":  # the turn's answer is the question; the next message answers it
+        return _status(
+            "alref asks which one you mean: answer in the message box (a number, several, none, or words)"
+        )
+    return _video_info(tab)
+
+
 def build_app(config: AppConfig) -> Any:
     """The page (a ``gr.Blocks``), not yet launched."""
     gr = require_gradio()
@@ -92,7 +107,9 @@ def build_app(config: AppConfig) -> Any:
     profile = settings.models
     chat_note = ("" if settings.llm_configured else
                  " The chat needs a tool-calling LLM: start `alref app` with `--llm MODEL` (and `--llm-base-url`) "
-                 "or set OPENAI_API_KEY; the segment form runs the baseline without one.")  # fmt: skip
+                 "or set OPENAI_API_KEY. Without one, the segment form runs the baseline and the \"correct "
+                 "masks\" tab makes and corrects objects with your clicks.")  # fmt: skip
+    example = config.example
     smoke = (
         " · **smoke models: tiny random weights, the masks are meaningless**" if profile == "smoke" else ""
     )
@@ -114,8 +131,15 @@ def build_app(config: AppConfig) -> Any:
         return (
             tab, status, _thread_html(tab), render.chat_messages(tab.history), tab.preview(),
             str(overlay) if overlay is not None and overlay.is_file() else None, _objects_html(tab),
-            render.trace_html(tab.turn_events, "the last turn"), images, report,
+            render.trace_html(tab.turn_events, "the last turn"), images, report, render.legend_html(tab.objects()),
         )  # fmt: skip
+
+    def opened(tab: TabSession, frame: Any) -> tuple:
+        """The page once a video is open: its facts (and what the chat lacks), first frame and player."""
+        status = _video_info(tab) + (f"<p>{render.e(chat_note)}</p>" if chat_note else "") + _chat_error(tab)
+        player = tab.player()
+        return (*chat_outputs(tab, status), frame, str(player) if player else None,
+                render.threads_html(tab.threads()))  # fmt: skip
 
     def open_video(tab, upload, path, audio_upload, audio_path, progress=gr.Progress()):  # noqa: B008
         tab = tab_of(tab)
@@ -129,48 +153,70 @@ def build_app(config: AppConfig) -> Any:
             else:
                 raise InputError("choose a video: upload one, or type its path on this machine")
             audio = tab.keep_upload(audio_upload) if audio_upload else (audio_path or "").strip() or None
-            opened = tab.open(video, audio)
-            frame = opened.read_frame(0)
+            frame = tab.open(video, audio).read_frame(0)
         except AlrefError as exc:
             if kept is not None and kept != tab.video:
                 kept.unlink(missing_ok=True)  # not a video: nothing is kept
-            return (
-                *chat_outputs(tab, _status(str(exc), error=True)),
-                None,
-                render.threads_html(tab.threads()),
-            )
-        status = _video_info(tab) + (f"<p>{render.e(chat_note)}</p>" if chat_note else "") + _chat_error(tab)
-        return (*chat_outputs(tab, status), frame, render.threads_html(tab.threads()))
+            return (*chat_outputs(tab, _status(str(exc), error=True)), None, None,
+                    render.threads_html(tab.threads()))  # fmt: skip
+        return opened(tab, frame)
+
+    def open_example(tab, progress=gr.Progress()):  # noqa: B008
+        tab = tab_of(tab)
+        try:
+            progress(None, desc="opening the sample video")
+            if example is None:
+                raise InputError("this installation has no sample video")
+            frame = tab.open(example).read_frame(0)
+        except AlrefError as exc:
+            return (*chat_outputs(tab, _status(str(exc), error=True)), None, None,
+                    render.threads_html(tab.threads()), gr.skip())  # fmt: skip
+        return (*opened(tab, frame), str(example))
 
     def resume(tab, thread, progress=gr.Progress()):  # noqa: B008
         tab = tab_of(tab)
         try:
             progress(None, desc="opening the conversation")
-            opened = tab.resume(thread or "")
-            frame = opened.read_frame(0)
+            frame = tab.resume(thread or "").read_frame(0)
         except AlrefError as exc:
-            return (
-                *chat_outputs(tab, _status(str(exc), error=True)),
-                gr.skip(),
-                render.threads_html(tab.threads()),
-            )
-        return (*chat_outputs(tab, _video_info(tab)), frame, render.threads_html(tab.threads()))
+            return (*chat_outputs(tab, _status(str(exc), error=True)), gr.skip(), gr.skip(),
+                    render.threads_html(tab.threads()))  # fmt: skip
+        player = tab.player()
+        return (*chat_outputs(tab, _video_info(tab)), frame, str(player) if player else None,
+                render.threads_html(tab.threads()))  # fmt: skip
 
     def send(tab, text, progress=gr.Progress()):  # noqa: B008
+        """A chat turn as it happens: the message at once, then each tool call and stage (the progress
+        bar under the chat), the answer as soon as it is known; then the page as after any turn."""
         tab = tab_of(tab)
         try:
-            report = tab.ask(text or "", progress_of(progress))
-        except AlrefError as exc:
-            return (*chat_outputs(tab, _status(str(exc), error=True)), gr.skip())
-        if report["status"] == "llm_error":
-            status = _status("the LLM gave no answer; the conversation is saved, ask again later", error=True)
-        elif report["status"] == "question":  # the turn's answer is the question; the next message answers it
-            status = _status(
-                "alref asks which one you mean: answer in the message box (a number, several, none, or words)"
-            )
-        else:
-            status = _video_info(tab)
-        return (*chat_outputs(tab, status), "")
+            text = tab.check_message(text or "")
+        except AlrefError as exc:  # nothing was sent: the message stays in the box
+            yield {tab_state: tab, turn: _status(str(exc), error=True)}
+            return
+        live = LiveTurn(text)
+        yield {tab_state: tab, chatbot: live.messages(tab.history), message: "", turn: ""}
+        for kind, value in stream_work(lambda show, on_step: tab.ask(text, show, on_step)):
+            if kind == "show":
+                progress(value[0], desc=value[1])
+                if live.show(*value):
+                    yield {chatbot: live.messages(tab.history)}
+            elif kind == "step":
+                live.step(value)
+                yield {chatbot: live.messages(tab.history)}
+            elif kind == "error":
+                failed = value if isinstance(value, AlrefError) else None
+                if failed is None:
+                    traceback.print_exception(value, file=sys.stderr)  # for whoever runs the app
+                said = str(failed) if failed else f"the turn failed: {type(value).__name__}: {value}"
+                yield dict(zip(chat_out, chat_outputs(tab, _video_info(tab)), strict=True)) | {
+                    turn: _status(" ".join(said.split()), error=True)
+                }
+                return
+            else:
+                yield dict(zip(chat_out, chat_outputs(tab, _turn_status(tab, value)), strict=True)) | {
+                    turn: ""
+                }
 
     def edit(action):
         def run(tab, object_id, name, progress=gr.Progress()):  # noqa: B008
@@ -221,11 +267,16 @@ def build_app(config: AppConfig) -> Any:
                 with gr.Accordion("separate audio (optional)", open=False):
                     audio_upload = gr.File(label="upload an audio file", type="filepath")
                     audio_path = gr.Textbox(label="or its path", value=config.audio or "")
-                open_button = gr.Button("open", variant="primary", elem_id="alref-open")
+                with gr.Row():
+                    open_button = gr.Button("open", variant="primary", elem_id="alref-open")
+                    example_button = gr.Button("open the example", elem_id="alref-example",
+                                               visible=example is not None)  # fmt: skip
                 status = gr.HTML(elem_id="alref-status")
-                first_frame = gr.Image(
-                    label="first frame", interactive=False, height=180, elem_id="alref-frame"
-                )
+                player = gr.Video(label="the video", interactive=False, height=220, elem_id="alref-player")
+                with gr.Accordion("first frame", open=False):
+                    first_frame = gr.Image(
+                        label="first frame", interactive=False, height=180, elem_id="alref-frame"
+                    )
                 with gr.Accordion("saved conversations", open=False):
                     thread_box = gr.Textbox(label="thread id", elem_id="alref-resume-thread")
                     resume_button = gr.Button("resume", elem_id="alref-resume")
@@ -242,6 +293,7 @@ def build_app(config: AppConfig) -> Any:
                                 chatbot = gr.Chatbot(label="conversation", elem_id="alref-chat", height=360,
                                                      sanitize_html=True, allow_tags=False, latex_delimiters=[],
                                                      buttons=["copy"], feedback_options=None)  # fmt: skip
+                                turn = gr.HTML(elem_id="alref-turn", min_height=44)
                                 message = gr.Textbox(label="message", placeholder="segment the red square",
                                                      elem_id="alref-message", submit_btn=True)  # fmt: skip
                             with gr.Column(scale=2):
@@ -249,6 +301,7 @@ def build_app(config: AppConfig) -> Any:
                                                    elem_id="alref-preview")  # fmt: skip
                                 overlay = gr.Video(label="overlay of the current objects", interactive=False,
                                                    elem_id="alref-overlay")  # fmt: skip
+                                legend = gr.HTML(elem_id="alref-legend")
                         objects = gr.HTML(_objects_html(None), elem_id="alref-objects")
                         with gr.Row():
                             object_id = gr.Number(
@@ -290,15 +343,29 @@ def build_app(config: AppConfig) -> Any:
                             run_seen = gr.Gallery(label="images the model saw", columns=4, height=220)
 
         # one progress bar per action (Gradio draws one on every output otherwise)
-        chat_out = [tab_state, status, thread_html, chatbot, preview, overlay, objects, trace, seen, report]
+        chat_out = [
+            tab_state,
+            status,
+            thread_html,
+            chatbot,
+            preview,
+            overlay,
+            objects,
+            trace,
+            seen,
+            report,
+            legend,
+        ]
+        opened_out = [*chat_out, first_frame, player, thread_list]
         correct.wire(tab_state, tab_of, chat_out, lambda tab: chat_outputs(tab, _video_info(tab) if tab.video else ""),
                      progress_of, viewer_tab)  # fmt: skip
-        open_button.click(open_video, [tab_state, upload, path, audio_upload, audio_path],
-                          [*chat_out, first_frame, thread_list], show_progress_on=[status])  # fmt: skip
-        resume_button.click(resume, [tab_state, thread_box], [*chat_out, first_frame, thread_list],
-                            show_progress_on=[status])  # fmt: skip
+        open_button.click(open_video, [tab_state, upload, path, audio_upload, audio_path], opened_out,
+                          show_progress_on=[status])  # fmt: skip
+        example_button.click(open_example, [tab_state], [*opened_out, path], show_progress_on=[status])
+        resume_button.click(resume, [tab_state, thread_box], opened_out, show_progress_on=[status])
         refresh.click(threads, [tab_state], [thread_list])
-        message.submit(send, [tab_state, message], [*chat_out, message], show_progress_on=[chatbot])
+        # the bar goes under the chat, which shows the turn meanwhile
+        message.submit(send, [tab_state, message], [*chat_out, message, turn], show_progress_on=[turn])
         for button, action in ((rename_button, "rename"), (remove_button, "remove"), (undo_button, "undo")):
             button.click(edit(action), [tab_state, object_id, new_name], chat_out, show_progress_on=[objects])
         download_button.click(
@@ -307,8 +374,8 @@ def build_app(config: AppConfig) -> Any:
         segment_button.click(segment, [tab_state, kind, reference, strategy, models],
                              [result, run_overlay, run_files, run_trace, run_seen], show_progress_on=[result])  # fmt: skip
         if config.video:  # the video given on the command line is opened in every new tab
-            page.load(open_video, [tab_state, upload, path, audio_upload, audio_path],
-                      [*chat_out, first_frame, thread_list], show_progress_on=[status])  # fmt: skip
+            page.load(open_video, [tab_state, upload, path, audio_upload, audio_path], opened_out,
+                      show_progress_on=[status])  # fmt: skip
         else:
             page.load(threads, [tab_state], [thread_list])
     return page
@@ -325,8 +392,9 @@ def serve(config: AppConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
     roots = [config.out, config.chat_out]
     for root in roots:
         root.mkdir(parents=True, exist_ok=True)
+    served = [str(r.resolve()) for r in roots] + ([str(config.example)] if config.example else [])
     page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, show_error=False,
-                allowed_paths=[str(r.resolve()) for r in roots], ssr_mode=False, footer_links=[],
+                allowed_paths=served, ssr_mode=False, footer_links=[],
                 inbrowser=False, css=CSS, theme=gr.themes.Default())  # fmt: skip
     shown = f"[{host}]" if ":" in host else host
     print(f"alref app: http://{shown}:{page.server_port}/ (Ctrl+C to stop)", file=sys.stderr, flush=True)

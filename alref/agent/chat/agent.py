@@ -167,7 +167,8 @@ def build_chat_graph(
         return {"messages": [recover_tool_calls(answer, names, called)], "steps": steps + 1}
 
     def route(state: ChatState) -> str:
-        last = state["messages"][-1]
+        # no message yet: the page saved a correction made before the conversation's first message
+        last = (state.get("messages") or [None])[-1]
         # tool calls are always answered (a dangling call breaks the next request); the agent node
         # then ends the turn once the step bound is reached
         return "tools" if isinstance(last, AIMessage) and last.tool_calls else END
