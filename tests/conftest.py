@@ -107,3 +107,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def short_shapes_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 frames, 160x120, 10 fps, written for each module that asks (the click stand-in's tests)."""
+    return synth.write_shapes_video(
+        tmp_path_factory.mktemp("v") / "v.mp4", num_frames=20, width=160, height=120, fps=10
+    )
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory):
+    """The click stand-in segmentation tool (tests/click_segmenter.py) registered through its entry point
+    in this process for the module; its name (``--segmentation`` / ``segmentation=``)."""
+    import click_segmenter
+
+    from alref.tools.registry import registry
+
+    site = click_segmenter.install(tmp_path_factory.mktemp("site"))
+    sys.path.insert(0, str(site))
+    registry(refresh=True)
+    yield click_segmenter.NAME
+    sys.path.remove(str(site))
+    registry(refresh=True)

@@ -7,37 +7,17 @@ happen; one action at a time per tab."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 
-import click_segmenter
 import pytest
 import synth
 from llm_server import Reply, tool_reply
 
 from alref.app.session import AppConfig, TabSession
 from alref.errors import InputError
-from alref.tools.registry import registry
 
-W, H, N = 160, 120, 20
+W, H, N = 160, 120, 20  # short_shapes_mp4 (conftest.py)
 RED = [float(v) for v in synth.red_square_box(0, N, W, H)]
-
-
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory):
-    site = click_segmenter.install(tmp_path_factory.mktemp("site"))
-    sys.path.insert(0, str(site))
-    registry(refresh=True)
-    yield click_segmenter.NAME
-    sys.path.remove(str(site))
-    registry(refresh=True)
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    return synth.write_shapes_video(
-        tmp_path_factory.mktemp("v") / "v.mp4", num_frames=N, width=W, height=H, fps=10
-    )
 
 
 def _tab(tmp_path, given) -> TabSession:
@@ -45,10 +25,12 @@ def _tab(tmp_path, given) -> TabSession:
                                 chat_out=tmp_path / "chats"))  # fmt: skip
 
 
-def test_without_an_llm_clicks_make_and_correct_objects_and_undo_restores(tmp_path, video, standin):
+def test_without_an_llm_clicks_make_and_correct_objects_and_undo_restores(
+    tmp_path, short_shapes_mp4, standin
+):
     tab = _tab(tmp_path, {"models": "smoke", "segmentation": standin})
     try:
-        tab.open(video)
+        tab.open(short_shapes_mp4)
         assert tab.chat is None and tab.session is tab.own
         made = tab.refine(None, 0, [], [], box=RED, name="red square")
         assert made["object_id"] == 1 and made["mask_pixels_on_frame"] > 0
@@ -70,7 +52,7 @@ def test_without_an_llm_clicks_make_and_correct_objects_and_undo_restores(tmp_pa
 
 
 def test_a_correction_before_the_first_message_is_saved_for_resume(
-    run_cli, tmp_path, video, standin, llm_server
+    run_cli, tmp_path, short_shapes_mp4, standin, llm_server
 ):
     def answer(body):
         if body["messages"][-1]["role"] == "tool":
@@ -82,13 +64,13 @@ def test_a_correction_before_the_first_message_is_saved_for_resume(
              "llm_backoff": 0}  # fmt: skip
     tab = _tab(tmp_path, given)
     try:
-        tab.open(video)
+        tab.open(short_shapes_mp4)
         thread = tab.chat.thread
         tab.refine(None, 12, [[40, 50]], [1], name="ball")
         tab.edit("rename", 1, "the ball")
         saved = tab.chat.graph.get_state(tab.chat.config)
         assert saved.next == () and saved.values["objects"]["objects"]["1"]["name"] == "the ball"
-        assert saved.values["video"] == str(video.resolve()) and saved.values["settings"]["llm"] == "m"
+        assert saved.values["video"] == str(short_shapes_mp4.resolve()) and saved.values["settings"]["llm"] == "m"  # fmt: skip
     finally:
         tab.close()
     listed = run_cli("chat", "--db", tmp_path / "db.sqlite", "--list", "--json")[1]
@@ -102,7 +84,9 @@ def test_a_correction_before_the_first_message_is_saved_for_resume(
     assert json.loads(report["calls"][0]["result"])[0]["refinements"][0]["frame"] == 12
 
 
-def test_a_turn_tells_its_steps_as_they_happen_and_holds_the_tab(tmp_path, video, standin, llm_server):
+def test_a_turn_tells_its_steps_as_they_happen_and_holds_the_tab(
+    tmp_path, short_shapes_mp4, standin, llm_server
+):
     gate, asked = threading.Event(), threading.Event()
 
     def answer(body):
@@ -119,7 +103,7 @@ def test_a_turn_tells_its_steps_as_they_happen_and_holds_the_tab(tmp_path, video
     steps: list[dict] = []
     stages: list[str] = []
     try:
-        tab.open(video)
+        tab.open(short_shapes_mp4)
         with pytest.raises(InputError, match="type a message first"):
             tab.check_message("   ")
         turn = threading.Thread(

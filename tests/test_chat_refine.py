@@ -5,9 +5,6 @@ order, through ``add_points``); with the smoke SAM 2 its masks equal the canonic
 
 from __future__ import annotations
 
-import sys
-
-import click_segmenter
 import numpy as np
 import pytest
 import synth
@@ -17,28 +14,9 @@ from alref.agent.chat.session import ChatSession
 from alref.config import load_settings
 from alref.errors import InputError
 from alref.media.writers import rle_to_mask
-from alref.tools.registry import registry
 
-W, H, N = 160, 120, 20
+W, H, N = 160, 120, 20  # short_shapes_mp4 (conftest.py)
 RED = [float(v) for v in synth.red_square_box(0, N, W, H)]
-
-
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory):
-    """The stand-in segmentation tool registered through its entry point."""
-    site = click_segmenter.install(tmp_path_factory.mktemp("site"))
-    sys.path.insert(0, str(site))
-    registry(refresh=True)
-    yield click_segmenter.NAME
-    sys.path.remove(str(site))
-    registry(refresh=True)
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    return synth.write_shapes_video(
-        tmp_path_factory.mktemp("v") / "v.mp4", num_frames=N, width=W, height=H, fps=10
-    )
 
 
 def session_of(tmp_path, video, standin) -> ChatSession:
@@ -67,8 +45,10 @@ def calls(session: ChatSession) -> list[tuple]:
         ({"object_id": 1, "frame": 3}, "give a prompt: positive/negative points and/or a box"),
     ],
 )  # fmt: skip
-def test_a_bad_refinement_is_one_clear_line_and_changes_nothing(tmp_path, video, standin, args, message):
-    session = session_of(tmp_path, video, standin)
+def test_a_bad_refinement_is_one_clear_line_and_changes_nothing(
+    tmp_path, short_shapes_mp4, standin, args, message
+):
+    session = session_of(tmp_path, short_shapes_mp4, standin)
     session.set_object([(0, RED)], "red square")
     before, digest, history = session.masks, session.masks_digest(session.objects), len(session.history)
     with pytest.raises(InputError) as caught:
@@ -78,8 +58,8 @@ def test_a_bad_refinement_is_one_clear_line_and_changes_nothing(tmp_path, video,
     assert len(session.history) == history and "refinements" not in session.objects[1]
 
 
-def test_refine_adds_the_mask_where_it_was_missing_and_undo_restores(tmp_path, video, standin):
-    session = session_of(tmp_path, video, standin)
+def test_refine_adds_the_mask_where_it_was_missing_and_undo_restores(tmp_path, short_shapes_mp4, standin):
+    session = session_of(tmp_path, short_shapes_mp4, standin)
     session.set_object([(0, RED)], "red square")
     assert present(session, 1) == [0, 1, 2]  # the stand-in reaches 2 frames from a prompt
     before, digest = session.masks, session.masks_digest(session.objects)
@@ -105,13 +85,15 @@ def test_refine_adds_the_mask_where_it_was_missing_and_undo_restores(tmp_path, v
     assert len(calls(session)) == runs
 
 
-def test_the_refinement_travels_in_the_snapshot_and_a_restore_needs_no_model(tmp_path, video, standin):
-    session = session_of(tmp_path, video, standin)
+def test_the_refinement_travels_in_the_snapshot_and_a_restore_needs_no_model(
+    tmp_path, short_shapes_mp4, standin
+):
+    session = session_of(tmp_path, short_shapes_mp4, standin)
     session.set_object([(0, RED)], "red square")
     session.refine(1, 12, [[40, 50]], [1], box=[30, 40, 60, 70])
     snapshot = session.snapshot()
     assert snapshot["objects"]["1"]["refinements"][0]["box"] == [30.0, 40.0, 60.0, 70.0]
-    restored = session_of(tmp_path, video, standin)  # the same conversation in a new process
+    restored = session_of(tmp_path, short_shapes_mp4, standin)  # the same conversation in a new process
     restored.restore(snapshot)
     assert restored._session is None  # the stored masks of these objects, no propagation
     assert restored.objects == session.objects and restored.masks == session.masks
@@ -119,23 +101,23 @@ def test_the_refinement_travels_in_the_snapshot_and_a_restore_needs_no_model(tmp
     assert "refinements" not in restored.objects[1] and present(restored, 1) == [0, 1, 2]
 
 
-def test_an_object_without_refinements_keeps_its_digest(tmp_path, video, standin):
+def test_an_object_without_refinements_keeps_its_digest(tmp_path, short_shapes_mp4, standin):
     """Masks stored before refinements existed still match their objects."""
-    session = session_of(tmp_path, video, standin)
+    session = session_of(tmp_path, short_shapes_mp4, standin)
     objects = {1: {"name": "a", "reference": "a", "prompts": [[0, RED]], "silent_frames": []}}
     assert session.masks_digest(objects) == session.masks_digest(
         objects | {1: objects[1] | {"refinements": []}}
     )
 
 
-def test_the_session_is_prompted_as_alref_refine_prompts_it(tmp_path, video, standin):
+def test_the_session_is_prompted_as_alref_refine_prompts_it(tmp_path, short_shapes_mp4, standin):
     """Per object, its boxes then its refinements in order (add_points), as propagate_all does for a
     run's references with their refinements."""
     from alref.media.masks import MaskSink
     from alref.pipeline.stages import propagate_all
     from alref.progress import Reporter
 
-    session = session_of(tmp_path, video, standin)
+    session = session_of(tmp_path, short_shapes_mp4, standin)
     session.set_object([(0, RED), (10, [20, 20, 60, 60])], "red square")
     session.set_object([(0, [100, 10, 150, 60])], "other")
     session.refine(1, 12, [[40, 50]], [1])
@@ -165,8 +147,8 @@ def test_the_session_is_prompted_as_alref_refine_prompts_it(tmp_path, video, sta
     ]
 
 
-def test_a_new_object_from_clicks_alone_or_a_box(tmp_path, video, standin):
-    session = session_of(tmp_path, video, standin)
+def test_a_new_object_from_clicks_alone_or_a_box(tmp_path, short_shapes_mp4, standin):
+    session = session_of(tmp_path, short_shapes_mp4, standin)
     made = session.add_object("ball", 15, [[80, 60]], [1])
     assert made["object_id"] == 1 and made["mask_pixels_on_frame"] > 0
     assert session.objects[1]["prompts"] == [] and session.objects[1]["refinements"][0]["frame"] == 15
@@ -180,11 +162,11 @@ def test_a_new_object_from_clicks_alone_or_a_box(tmp_path, video, standin):
         session.add_object("nothing", 3)
 
 
-def test_refine_on_the_smoke_sam2_equals_the_canonical_calls(tmp_path, video, one_torch_thread):
+def test_refine_on_the_smoke_sam2_equals_the_canonical_calls(tmp_path, short_shapes_mp4, one_torch_thread):
     """The chat's masks after a refinement are those of add_box then add_points then propagate on the
     video session (SegmentationSession: the canonical transformers semantics, tested elsewhere)."""
     settings = load_settings(models="smoke")
-    session = ChatSession(video, tmp_path / "chat", settings)
+    session = ChatSession(short_shapes_mp4, tmp_path / "chat", settings)
     session.set_object([(0, RED)], "red square")
     session.refine(1, 6, [[40, 50], [90, 20]], [1, 0], box=[20, 30, 70, 80])
     seg = session._segmentation()
@@ -219,14 +201,14 @@ REFINED = {"frame": 12, "points": [[40.0, 50.0]], "labels": [1], "box": None}
 
 
 @pytest.mark.slow
-def test_the_langgraph_chat_graph_has_refine_object(tmp_path, video, standin, llm_server):
+def test_the_langgraph_chat_graph_has_refine_object(tmp_path, short_shapes_mp4, standin, llm_server):
     from langchain_core.messages import HumanMessage
 
     from alref.app.graphs import chat_graph
 
     _refining_server(llm_server)
     context = {"models": "smoke", "segmentation": standin, "llm": "m", "llm_base_url": llm_server.base_url,
-               "video": str(video), "out": str(tmp_path / "c")}  # fmt: skip
+               "video": str(short_shapes_mp4), "out": str(tmp_path / "c")}  # fmt: skip
     config = {"configurable": {"thread_id": "refine-thread"}}
     chat_graph.invoke({"messages": [HumanMessage(content="segment the red square")]}, config, context=context)
     state = chat_graph.invoke({"messages": [HumanMessage(content="it is at 40,50 on frame 12")]}, config,
@@ -237,7 +219,7 @@ def test_the_langgraph_chat_graph_has_refine_object(tmp_path, video, standin, ll
 
 
 @pytest.mark.slow
-def test_the_app_session_refines_with_progress_and_saves_it(tmp_path, video, standin, llm_server):
+def test_the_app_session_refines_with_progress_and_saves_it(tmp_path, short_shapes_mp4, standin, llm_server):
     from alref.app.session import AppConfig, TabSession
 
     _refining_server(llm_server)
@@ -246,7 +228,7 @@ def test_the_app_session_refines_with_progress_and_saves_it(tmp_path, video, sta
     tab = TabSession(AppConfig(given=given, db=tmp_path / "db.sqlite", out=tmp_path / "app", chat_out=tmp_path / "chats"))  # fmt: skip
     shown: list[tuple[float | None, str]] = []
     try:
-        tab.open(video)
+        tab.open(short_shapes_mp4)
         tab.ask("segment the red square")
         result = tab.refine(1, 12, [[40, 50]], [1], show=lambda f, t: shown.append((f, t)))
         assert result["mask_pixels_on_frame"] > 0 and tab.session.objects[1]["refinements"] == [REFINED]
@@ -265,10 +247,10 @@ def test_the_app_session_refines_with_progress_and_saves_it(tmp_path, video, sta
         tab.close()
 
 
-def test_a_segmenter_without_point_prompts_is_said_before_any_change(tmp_path, video, standin):
+def test_a_segmenter_without_point_prompts_is_said_before_any_change(tmp_path, short_shapes_mp4, standin):
     from types import SimpleNamespace
 
-    session = session_of(tmp_path, video, standin)
+    session = session_of(tmp_path, short_shapes_mp4, standin)
     session.set_object([(0, RED)], "red square")
     objects, history = session.snapshot(), len(session.history)
     session._session = SimpleNamespace()  # a plugin's session with add_box only

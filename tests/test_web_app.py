@@ -12,56 +12,23 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
-import socket
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
 import synth
 from agent_script import Script
-from llm_server import Reply, ScriptedOpenAIServer, tool_reply
+from app_harness import browser_context, explained, running_app
+from llm_server import Reply, tool_reply
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-]
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-alref-test-SECRET-0123456789"
 XSS = (
     '<script>window.alrefPwned = 1; alert(1)</script> **not bold** <img src=x onerror="window.alrefPwned=2">'
 )
 N, W, H = 20, 160, 120
-TIMEOUT_MS = 60_000
 
 pytestmark = pytest.mark.slow
-
-
-def _playwright():
-    if not CHROMIUM.is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip('playwright is not installed: pip install -c constraints.txt -e ".[test]"')
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        pytest.skip('gradio is not installed: pip install -c constraints.txt -e ".[app]"')
-    return sync_playwright
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _last_user_text(messages: list[dict]) -> tuple[str, bool]:
@@ -93,74 +60,22 @@ def llm(red: list[float]):
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    sync_playwright = _playwright()
     tmp = tmp_path_factory.mktemp("web")
     video = synth.write_shapes_video(tmp / "shapes.mp4", num_frames=N, width=W, height=H, fps=10)
     red = list(map(float, synth.red_square_box(0, N, W, H)))
-    server = ScriptedOpenAIServer(llm(red)).start()
-    port = _free_port()
-    env = {**os.environ, "OPENAI_API_KEY": KEY, "ALREF_LLM_BACKOFF": "0"}
-    command = [sys.executable, "-m", "alref.cli", "app", video.name, "--models", "smoke", "--llm", "m",
-               "--llm-base-url", server.base_url, "--db", str(tmp / "chats.sqlite"), "--host", "127.0.0.1",
-               "--port", str(port), "--out", str(tmp / "app")]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=tmp, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    log: list[str] = []  # the app's stderr, shown when a check fails
-
-    def read() -> None:
-        for line in process.stderr:
-            log.append(line)
-            lines.put(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    seen = []
-    try:
-        while True:
-            line = lines.get(timeout=120)  # the app prints its address once it serves
-            seen.append(line)
-            if line.startswith("alref app: http"):
-                url = line.split()[2]
-                break
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            try:
-                yield {
-                    "url": url,
-                    "browser": browser,
-                    "tmp": tmp,
-                    "video": video,
-                    "server": server,
-                    "log": log,
-                }
-            finally:
-                browser.close()
-    except queue.Empty:
-        pytest.fail("alref app did not start: " + "".join(seen)[-3000:])
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        server.stop()
+    with running_app(tmp, [video.name, "--models", "smoke"], {"OPENAI_API_KEY": KEY}, llm=llm(red)) as app:
+        yield {**app, "tmp": tmp, "video": video}
 
 
 def test_the_browser_app(app):
-    try:
-        _drive(app)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- alref app stderr ---\n{''.join(app['log'])[-4000:]}") from None
+    explained(_drive, app)
 
 
 def _drive(app) -> None:
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=TIMEOUT_MS)
     tmp: Path = app["tmp"]
-    context = app["browser"].new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
-    context.set_default_timeout(TIMEOUT_MS)
+    context = browser_context(app, height=1000, accept_downloads=True)
     page = context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))

@@ -11,29 +11,24 @@ the person's message, then the tool call, then the answer.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import queue
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import click_segmenter
 import pytest
 import synth
-from llm_server import Reply, ScriptedOpenAIServer, tool_reply
-from test_web_app import ARGS, CHROMIUM, TIMEOUT_MS, _free_port, _last_user_text, _playwright
+from app_harness import TIMEOUT_MS, browser_context, chromium, click_standin, explained, serving
+from llm_server import Reply, tool_reply
+from test_web_app import _last_user_text
 from test_web_refine import _click, _go_to_frame
 
 from alref.media.boxes import colour_for
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ROOT / "tests"
 SAMPLE = ROOT / "examples" / "shapes.mp4"
 N, W, H = 20, 160, 120  # the no-LLM app's video
 SN, SW, SH = 60, 320, 240  # the sample (examples/README.md)
+STANDIN = ["--models", "smoke", "--segmentation", click_segmenter.NAME]  # the app's tools: the click stand-in
 
 pytestmark = pytest.mark.slow
 
@@ -41,61 +36,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def browser():
     """One Chromium for the module's apps (Playwright's sync API runs once per thread)."""
-    sync_playwright = _playwright()
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@contextlib.contextmanager
-def _serving(tmp: Path, args: list[str], key: str | None = None) -> Iterator[dict]:
-    """`alref app ARGS` (the click stand-in on its path); yields its url and log."""
-    site = click_segmenter.install(tmp / "site")
-    path = os.pathsep.join([str(site), str(TESTS), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "ALREF_LLM_BACKOFF": "0", "PYTHONPATH": path}
-    env.pop("OPENAI_API_KEY", None)
-    if key:
-        env["OPENAI_API_KEY"] = key
-    command = [sys.executable, "-m", "alref.cli", "app", *args, "--models", "smoke", "--segmentation",
-               click_segmenter.NAME, "--db", str(tmp / "chats.sqlite"), "--host", "127.0.0.1", "--port",
-               str(_free_port()), "--out", str(tmp / "app")]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=tmp, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    log: list[str] = []
-
-    def read() -> None:
-        for line in process.stderr:
-            log.append(line)
-            lines.put(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        while True:
-            try:
-                line = lines.get(timeout=120)
-            except queue.Empty:
-                pytest.fail("alref app did not start: " + "".join(log)[-3000:])
-            if line.startswith("alref app: http"):
-                break
-        yield {"url": line.split()[2], "log": log}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _explained(drive, app) -> None:
-    try:
-        drive(app)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- alref app stderr ---\n{''.join(app['log'])[-4000:]}") from None
+    with chromium() as browser:
+        yield browser
 
 
 def _colour(locator) -> str:
@@ -133,26 +75,22 @@ class Gates:
 def live_app(tmp_path_factory, browser):
     tmp = tmp_path_factory.mktemp("live")
     gates = Gates()
-    server = ScriptedOpenAIServer(gates).start()
-    try:
-        with _serving(tmp, ["--llm", "m", "--llm-base-url", server.base_url], key="sk-test") as app:
+    with serving(tmp, STANDIN, {"OPENAI_API_KEY": "sk-test", **click_standin(tmp)}, llm=gates) as app:
+        try:
             yield {**app, "gates": gates, "browser": browser}
-    finally:
-        gates.release()
-        server.stop()
+        finally:
+            gates.release()  # before the scripted server stops
 
 
 def test_a_turn_shows_as_it_happens_with_the_sample_and_its_legend(live_app):
-    _explained(_drive_live, live_app)
+    explained(_drive_live, live_app)
 
 
 def _drive_live(app) -> None:
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=TIMEOUT_MS)
     gates: Gates = app["gates"]
-    context = app["browser"].new_context(viewport={"width": 1280, "height": 1100})
-    context.set_default_timeout(TIMEOUT_MS)
+    context = browser_context(app)
     page = context.new_page()
     page.goto(app["url"])
     example = page.locator("#alref-example")
@@ -217,20 +155,18 @@ def _served(name: str):
 def clicks_app(tmp_path_factory, browser):
     tmp = tmp_path_factory.mktemp("clicks")
     video = synth.write_shapes_video(tmp / "clip.mp4", num_frames=N, width=W, height=H, fps=10)
-    with _serving(tmp, [video.name]) as app:
+    with serving(tmp, [video.name, *STANDIN], click_standin(tmp)) as app:
         yield {**app, "browser": browser}
 
 
 def test_the_viewer_works_without_an_llm(clicks_app):
-    _explained(_drive_clicks, clicks_app)
+    explained(_drive_clicks, clicks_app)
 
 
 def _drive_clicks(app) -> None:
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=TIMEOUT_MS)
-    context = app["browser"].new_context(viewport={"width": 1280, "height": 1100})
-    context.set_default_timeout(TIMEOUT_MS)
+    context = browser_context(app)
     page = context.new_page()
     page.goto(app["url"])
     expect(page.locator("#alref-status")).to_contain_text(f"clip.mp4: {N} frames")

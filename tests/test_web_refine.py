@@ -13,81 +13,32 @@ new object (with a name holding markup, shown as text) never reaches the first t
 from __future__ import annotations
 
 import io
-import os
-import queue
-import subprocess
-import sys
-import threading
-from pathlib import Path
 
 import click_segmenter
 import pytest
 import synth
-from llm_server import ScriptedOpenAIServer
-from test_web_app import ARGS, CHROMIUM, TIMEOUT_MS, _free_port, _playwright, llm
+from app_harness import browser_context, click_standin, explained, running_app
+from test_web_app import llm
 
 from alref.app.viewer import BOX, NEGATIVE, POSITIVE, Clicks, display_scale, frame_html, frame_image, to_video
 from alref.media.boxes import colour_for
 
 N, W, H = 20, 160, 120
-TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    sync_playwright = _playwright()
     tmp = tmp_path_factory.mktemp("refine")
     video = synth.write_shapes_video(tmp / "shapes.mp4", num_frames=N, width=W, height=H, fps=10)
     red = list(map(float, synth.red_square_box(0, N, W, H)))
-    server = ScriptedOpenAIServer(llm(red)).start()
-    site = click_segmenter.install(tmp / "site")
-    port = _free_port()
-    path = os.pathsep.join([str(site), str(TESTS), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "OPENAI_API_KEY": "sk-test", "ALREF_LLM_BACKOFF": "0", "PYTHONPATH": path}
-    command = [sys.executable, "-m", "alref.cli", "app", video.name, "--models", "smoke", "--segmentation",
-               click_segmenter.NAME, "--llm", "m", "--llm-base-url", server.base_url, "--db",
-               str(tmp / "chats.sqlite"), "--host", "127.0.0.1", "--port", str(port), "--out", str(tmp / "app")]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=tmp, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    log: list[str] = []
-
-    def read() -> None:
-        for line in process.stderr:
-            log.append(line)
-            lines.put(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        while True:
-            line = lines.get(timeout=120)
-            if line.startswith("alref app: http"):
-                url = line.split()[2]
-                break
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            try:
-                yield {"url": url, "browser": browser, "log": log}
-            finally:
-                browser.close()
-    except queue.Empty:
-        pytest.fail("alref app did not start: " + "".join(log)[-3000:])
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        server.stop()
+    args = [video.name, "--models", "smoke", "--segmentation", click_segmenter.NAME]
+    with running_app(tmp, args, {"OPENAI_API_KEY": "sk-test", **click_standin(tmp)}, llm=llm(red)) as app:
+        yield app
 
 
 @pytest.mark.slow
 def test_correcting_a_mask_with_a_click(app):
-    try:
-        _drive(app)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- alref app stderr ---\n{''.join(app['log'])[-4000:]}") from None
+    explained(_drive, app)
 
 
 def _go_to_frame(page, frame: int) -> None:
@@ -129,9 +80,7 @@ def _pixel(page, x: float, y: float) -> tuple[int, int, int]:
 def _drive(app) -> None:
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=TIMEOUT_MS)
-    context = app["browser"].new_context(viewport={"width": 1280, "height": 1100})
-    context.set_default_timeout(TIMEOUT_MS)
+    context = browser_context(app)
     page = context.new_page()
     page.goto(app["url"])
     expect(page.locator("#alref-status")).to_contain_text(f"{N} frames")
