@@ -132,6 +132,13 @@ class Settings(BaseSettings):
     offload_state: Annotated[bool, MODELS] = Field(
         False, description="keep SAM 2 memory state on the CPU (CUDA only)"
     )
+    cond_frames: Annotated[int, MODELS] = Field(
+        4,
+        ge=0,
+        description="prompted frames SAM 2's memory attention reads per frame at most, the nearest first "
+        "(as SAM 3's tracker); 0 = all of them, as SAM 2's configs say (the cost per frame then grows "
+        "with the prompts: one per clip)",
+    )
     threads: Annotated[int | None, MODELS] = Field(
         None,
         ge=1,

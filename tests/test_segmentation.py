@@ -784,3 +784,127 @@ def test_bad_point_prompts_are_rejected(segmenter: Sam2VideoSegmenter, store: Me
     assert session.object_ids == []
     session.add_points(0, 1, [], [], box=(1, 2, 30, 40))  # a box alone is a prompt too
     assert session.object_ids == [1]
+
+
+# ----------------------------------------------------------------------------------------------
+# long videos: the session keeps only what the model reads, with the canonical session's outputs
+
+LONG = 72  # > 2 * memory_window (16) + the start frame: both passes drop outputs
+LONG_PROMPTS: list[Prompt] = [  # object 1 on two frames, object 2 between them (co-tracked both ways)
+    (20, 1, (25, 20, 55, 50)),
+    (30, 2, (40, 20, 70, 50)),
+    (45, 1, (35, 20, 65, 50)),
+]
+
+
+def long_video(store: MemmapFrameStore, frames: int) -> list[np.ndarray]:
+    return [store[i % N] for i in range(frames)]  # a plain list is a FrameStore too
+
+
+def held(session: SegmentationSession) -> int:
+    """Frames whose per-frame state the session holds, the most over its objects."""
+    state = session.state
+    return max(
+        len(outputs["non_cond_frame_outputs"].keys() | state.frames_tracked_per_obj[obj_idx].keys())
+        for obj_idx, outputs in state.output_dict_per_obj.items()
+    )
+
+
+def test_a_pruned_long_propagation_equals_the_unpruned_canonical_session(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore
+) -> None:
+    """Prompts on two frames of one object and one of another, forward from frame 20 then backward:
+    every output equals the canonical session's, which keeps every frame, while alref holds at most
+    the window the model reads (the canonical session ends holding all 72)."""
+    frames = long_video(store, LONG)
+    added, forward, reverse, canonical = canonical_run(segmenter, frames, LONG_PROMPTS, 20)
+    assert all(len(o["non_cond_frame_outputs"]) >= LONG - 3 for o in canonical.output_dict_per_obj.values())
+    session = segmenter.start_session(frames, H, W)
+    for prompt, expected in zip(LONG_PROMPTS, added, strict=True):
+        got = add_logits(session, prompt)
+        assert_logits_equal(got, expected, sorted(got))
+    window, most = session.memory_window, 0
+    order = []
+    for frame, got in session.propagate_logits(20):
+        order.append(frame)
+        assert_logits_equal(got, reverse[frame] if frame in reverse else forward[frame], [1, 2])
+        most = max(most, held(session))
+    assert order == [*range(21, LONG), *range(20, -1, -1)]
+    assert most <= 2 * window + 1  # against 72 unpruned
+    assert_same_memory(session, canonical)  # what it still holds is the canonical session's
+    cond = {idx: sorted(o["cond_frame_outputs"]) for idx, o in session.state.output_dict_per_obj.items()}
+    assert cond == {0: [20, 45], 1: [30]}  # prompt frames are never dropped
+
+
+def test_the_held_state_does_not_grow_with_the_video(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore
+) -> None:
+    """The same prompt in the middle of an 80- and a 240-frame video: the most frames held per object
+    while propagating is the same (tracked outputs and marks; one cached frame of vision features)."""
+    most: dict[int, int] = {}
+    for frames in (80, 240):
+        session = segmenter.start_session(long_video(store, frames), H, W)
+        session.add_box(frames // 2, 1, (25, 20, 55, 50))
+        most[frames] = 0
+        for _ in session.propagate_logits(frames // 2):
+            most[frames] = max(most[frames], held(session))
+            assert len(session.state.cache._vision_features) <= 1
+            assert all(
+                "high_res_masks" not in out
+                for outputs in session.state.output_dict_per_obj.values()
+                for kind in ("cond_frame_outputs", "non_cond_frame_outputs")
+                for out in outputs[kind].values()
+            )
+        window = session.memory_window
+    assert most[240] == most[80] <= 2 * window + 1
+
+
+def test_the_memory_attention_reads_a_bounded_number_of_prompt_frames(
+    segmenter: Sam2VideoSegmenter, store: MemmapFrameStore, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt every 5 frames (alref prompts one frame per clip): each frame's memory attention reads
+    at most MAX_COND_FRAMES of them (the loaded config's max_cond_frame_num, lowered from SAM 2's -1 = all)
+    plus num_maskmem - 1 tracked frames, and the outputs are the canonical session's on that model."""
+    from alref.tools.segmentation import MAX_COND_FRAMES, bound_cond_frames
+
+    config = segmenter.model.config
+    assert config.max_cond_frame_num == MAX_COND_FRAMES == 4
+    unbounded = Sam2VideoSegmenter.load(
+        ModelSource("smoke:sam2-video", "segmentation", model_dir, "smoke-v1"), "cpu", max_cond_frames=None
+    )
+    assert unbounded.model.config.max_cond_frame_num == -1  # the checkpoint's, kept on request
+    frames = long_video(store, 40)
+    prompts: list[Prompt] = [(f, 1, (25, 20, 55, 50)) for f in range(0, 40, 5)]
+    added, forward, reverse, _ = canonical_run(segmenter, frames, prompts, 20)
+    memories: list[int] = []
+    build = segmenter.model._build_memory_attention_inputs
+
+    def counting(outputs, device):
+        memories.append(sum(out is not None for _, out in outputs))
+        return build(outputs, device)
+
+    monkeypatch.setattr(segmenter.model, "_build_memory_attention_inputs", counting)
+    session = segmenter.start_session(frames, H, W)
+    for prompt in prompts:
+        session.add_box_logits(*prompt)
+    for frame, got in session.propagate_logits(20):
+        assert_logits_equal(got, reverse[frame] if frame in reverse else forward[frame], [1])
+    assert memories and max(memories) <= MAX_COND_FRAMES + config.num_maskmem - 1
+    bounded = type("Config", (), {"max_cond_frame_num": 2})()
+    bound_cond_frames(bounded, 4)  # a lower bound of the checkpoint's stays
+    assert bounded.max_cond_frame_num == 2
+    with pytest.raises(ValueError):
+        bound_cond_frames(bounded, 0)
+
+
+@pytest.mark.parametrize(("cond_frames", "expected"), [(4, 4), (2, 2), (0, -1)])
+def test_the_cond_frames_setting_reaches_the_loaded_model(cond_frames: int, expected: int) -> None:
+    """--cond-frames N bounds the prompt frames attended per frame (0: SAM 2's -1, all of them), through
+    the registry's loader, and it is part of a run's identity (a rerun with another value recomputes)."""
+    from alref.config import Settings
+    from alref.tools.registry import resolve_models
+
+    settings = Settings(models="smoke", cond_frames=cond_frames)
+    segmenter = resolve_models(settings).load_segmentation(settings)
+    assert segmenter.model.config.max_cond_frame_num == expected
+    assert settings.identity_dict()["cond_frames"] == cond_frames

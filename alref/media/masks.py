@@ -17,12 +17,20 @@ H × W bytes per mask written (the union, plus one per object when there are sev
 palette map): 16 × 0.88 MiB = 14.1 MiB for one object at 720p. The RLE (masks.json, the summary,
 the overlay) is computed in the caller's thread, in the same order, so every output equals a
 synchronous run's.
+
+Memory does not grow with the video beyond a few numbers per frame: the RLE of each frame (tens of
+bytes for a real object, ~18 KB for the smoke models' noisy masks at 640x360) goes to an unnamed
+temporary file in the output folder (:class:`RleSpool`), the sink keeps its place there, the mask
+area and, with several objects, where they meet; masks.json is written from that file one frame at a
+time (:func:`~alref.media.writers.atomic_write_json_stream`), and overlay.mp4 reads one frame's RLE at
+a time.
 """
 
 from __future__ import annotations
 
+import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +42,7 @@ from alref.media.writers import (
     OutputWriteError,
     OverlayWriter,
     add_audio_track,
-    atomic_write_json,
+    atomic_write_json_stream,
     concat_videos,
     mask_to_rle,
     rle_to_mask,
@@ -43,6 +51,68 @@ from alref.media.writers import (
 )
 
 QUEUE_FRAMES = 16  # frames of masks waiting for the writer thread at most (see the module docstring)
+
+
+class RleSpool:
+    """An append-only unnamed temporary file of RLE counts strings (ASCII): ``append`` returns where one
+    went, ``read`` gives it back. Thread-safe (the overlay thread reads while the caller appends)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._file = tempfile.TemporaryFile(dir=folder, prefix=".rle-", buffering=0)
+        self._end = 0
+        self._lock = threading.Lock()
+
+    def append(self, counts: str) -> tuple[int, int]:
+        data = memoryview(counts.encode("ascii"))
+        with self._lock:
+            offset, done = self._end, 0
+            self._file.seek(offset)
+            while done < len(data):
+                done += self._file.write(data[done:])
+            self._end += len(data)
+        return offset, len(data)
+
+    def read(self, offset: int, length: int) -> str:
+        with self._lock:
+            self._file.seek(offset)
+            data = self._file.read(length)
+        if len(data) != length:
+            raise OSError(f"the masks' temporary file lost data at {offset}")
+        return data.decode("ascii")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class SpooledRles(MutableMapping[int, dict]):
+    """One object's COCO RLE by frame, the counts in an :class:`RleSpool`; in memory: where each is.
+    A frame given again (verification, refinement) points to its new counts."""
+
+    def __init__(self, spool: RleSpool, size: Sequence[int]) -> None:
+        self._spool, self._size = spool, [int(v) for v in size]
+        self._where: dict[int, tuple[int, int]] = {}
+
+    def __getitem__(self, frame: int) -> dict:
+        offset, length = self._where[frame]
+        return {"size": list(self._size), "counts": self._spool.read(offset, length)}
+
+    def __setitem__(self, frame: int, rle: dict) -> None:
+        if [int(v) for v in rle["size"]] != self._size:
+            raise ValueError(f"an RLE of size {rle['size']} in a video of size {self._size}")
+        counts = rle["counts"]
+        self._where[frame] = self._spool.append(counts if isinstance(counts, str) else counts.decode("ascii"))
+
+    def __delitem__(self, frame: int) -> None:
+        del self._where[frame]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, frame: object) -> bool:
+        return frame in self._where
 
 
 class MaskSink:
@@ -65,13 +135,18 @@ class MaskSink:
         self.removed: dict[int, set[int]] = {obj: set() for obj in self.objects}
         self.palette_ids = dict(palette_ids or {})  # object id -> palette index (default: the id)
         self.multi = len(self.objects) > 1
-        self.rles: dict[int, dict[int, dict]] = {obj: {} for obj in self.objects}
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+        self._spool = RleSpool(out)
+        size = (info.height, info.width)
+        #: object -> frame -> COCO RLE (read back from the spool; a plain dict works too)
+        self.rles: dict[int, MutableMapping[int, dict]] = {
+            obj: SpooledRles(self._spool, size) for obj in self.objects
+        }
         self.area: dict[int, dict[int, int]] = {obj: {} for obj in self.objects}
         #: (a, b), a < b -> frame -> pixels in both masks (frames where they meet): the overlap check
         self.intersections: dict[tuple[int, int], dict[int, int]] = {
             (a, b): {} for a in self.objects for b in self.objects if a < b
         }
-        (out / "masks").mkdir(parents=True, exist_ok=True)
         if self.multi or self.palette_ids:
             (out / "palette").mkdir(exist_ok=True)
         if self.multi:
@@ -182,14 +257,14 @@ class MaskSink:
         """masks.json, after every PNG is written (it marks the masks finished)."""
         self.close()
         n = self.info.num_frames
-        atomic_write_json(
+        atomic_write_json_stream(  # one frame's RLE in memory at a time
             self.out / "masks.json",
             {
                 "format": "coco-rle",
                 "size": [self.info.height, self.info.width],
                 "frames": list(self.info.frame_names),
                 "objects": [
-                    {"id": obj, "reference": ref, "masks": [self.rles[obj][f] for f in range(n)]}
+                    {"id": obj, "reference": ref, "masks": map(self.rles[obj].__getitem__, range(n))}
                     for obj, ref in sorted(self.objects.items())
                 ],
             },

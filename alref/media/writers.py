@@ -148,6 +148,49 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def atomic_write_json_stream(path: Path, obj: Any) -> None:
+    """``atomic_write_json``'s text, the same bytes, written piece by piece: any iterable that is not a
+    str, bytes or mapping (a generator included) is written as an array, one item at a time, so a
+    document of many large items (masks.json's RLE per frame) is never one string in memory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            for piece in _json_pieces(obj, 0):
+                f.write(piece)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_pieces(value: Any, depth: int) -> Any:
+    """``json.dumps(value, indent=2, ensure_ascii=False)`` as pieces (str keys only)."""
+    if isinstance(value, str | bytes | int | float | bool) or value is None:
+        yield json.dumps(value, ensure_ascii=False)
+        return
+    inner, outer = "\n" + "  " * (depth + 1), "\n" + "  " * depth
+    if isinstance(value, Mapping):
+        if not value:
+            yield "{}"
+            return
+        for i, (key, item) in enumerate(value.items()):
+            if not isinstance(key, str):
+                raise TypeError(f"a streamed JSON object's keys are str, got {key!r}")
+            yield ("{" if i == 0 else ",") + inner + json.dumps(key, ensure_ascii=False) + ": "
+            yield from _json_pieces(item, depth + 1)
+        yield outer + "}"
+        return
+    empty = True
+    for item in value:
+        yield ("[" if empty else ",") + inner
+        empty = False
+        yield from _json_pieces(item, depth + 1)
+    yield "[]" if empty else outer + "]"
+
+
 def write_jpeg(path: Path, image: np.ndarray, quality: int = 92) -> str:
     """An RGB uint8 image as a JPEG file (atomically); returns the path as a string."""
     buffer = io.BytesIO()

@@ -1,9 +1,11 @@
 """One `alref segment` run: decode, detect, choose pivots, propagate, write.
 
 Large arrays never stay in memory for the whole video: one decoding pass writes every frame,
-resized to SAM 2's square input, into a uint8 memmap in ``<out>/work/`` (side² × 3 bytes per frame:
-3 MiB at 1024 px) and keeps only the sampled frames at full resolution (H × W × 3 bytes each, e.g.
-2.6 MiB at 720p, ``samples`` per clip). Masks are written as they are propagated and kept as RLE.
+resized to SAM 2's square input, into a uint8 file in ``<out>/work/`` (side² × 3 bytes per frame:
+3 MiB at 1024 px; read one frame at a time, never mapped) and keeps only the sampled frames at full
+resolution (H × W × 3 bytes each, e.g. 2.6 MiB at 720p, ``samples`` per clip; with the overlap, a
+few detection batches of them at a time). Masks are written as they are propagated and their RLE
+goes to a temporary file (``MaskSink``): what a run holds grows by a few numbers per frame.
 
 With ``settings.overlap`` (the default) the stages overlap where their data allow: a thread decodes
 while the detector runs on each batch of sampled frames as soon as it is decoded; the GPT-PS agent

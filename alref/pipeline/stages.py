@@ -2,15 +2,22 @@
 frames (``decode_and_detect``: both at once, the decoding on a thread), and SAM 2 propagation of the
 decided pivots.
 
-Memory: one decoding pass writes every frame, resized to SAM 2's square input, into a uint8 memmap
-in ``<out>/work/`` (side² × 3 bytes per frame: 3 MiB at 1024 px) and keeps only the sampled frames
-at full resolution (H × W × 3 bytes each, e.g. 2.6 MiB at 720p, ``samples`` per clip).
+Memory: one decoding pass writes every frame, resized to SAM 2's square input, into a uint8 file
+in ``<out>/work/`` (side² × 3 bytes per frame: 3 MiB at 1024 px; written and read one frame at a
+time, never mapped, so it is not in the process's resident memory) and keeps only the sampled frames
+at full resolution (H × W × 3 bytes each, e.g. 2.6 MiB at 720p, ``samples`` per clip): ``decode``
+puts them in a temporary file in ``work/`` (:class:`SampledFrames`, read back one at a time);
+``decode_and_detect`` holds at most ``SAMPLE_QUEUE_BATCHES`` detection batches of them in memory, the
+decoding waiting for a slower detector.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +69,51 @@ def _decode_into(
         mark_done()
 
 
+class SampledFrames(Mapping[int, np.ndarray]):
+    """Sampled frames at full resolution (H × W × 3 bytes each), kept in an unnamed temporary file in
+    ``folder`` (created with the first frame) and read back one at a time, by index, in the order they
+    were added: what ``decode`` returns, so a run does not hold a tenth of its video in memory."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._file: Any = None
+        self._end = 0
+        self._where: dict[int, tuple[int, tuple[int, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def __setitem__(self, index: int, frame: np.ndarray) -> None:
+        data = memoryview(np.ascontiguousarray(frame, dtype=np.uint8)).cast("B")
+        with self._lock:
+            if self._file is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._file = tempfile.TemporaryFile(dir=self.folder, prefix=".samples-", buffering=0)
+            offset, done = self._end, 0
+            self._file.seek(offset)
+            while done < len(data):
+                done += self._file.write(data[done:])
+            self._end += len(data)
+            self._where[int(index)] = (offset, tuple(frame.shape))
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        offset, shape = self._where[index]
+        frame = np.empty(shape, dtype=np.uint8)
+        view, done = memoryview(frame).cast("B"), 0
+        with self._lock:
+            self._file.seek(offset)
+            while done < len(view):
+                got = self._file.readinto(view[done:])
+                if not got:
+                    raise OSError(f"sampled frame {index}: its temporary file lost data")
+                done += got
+        return frame
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._where))
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
 def decode(
     video: Video,
     segmenter: Sam2VideoSegmenter,
@@ -72,7 +124,7 @@ def decode(
 ):
     """One decoding pass (see the module docstring); returns the store and the sampled frames."""
     store, resumed, mark_done = _open_store(video, segmenter, workspace, video_digest)
-    keep: dict[int, np.ndarray] = {}
+    keep = SampledFrames(workspace.work)
     total = len(set(sampled)) if resumed else video.info.num_frames
     with reporter.stage("decode", total) as stage:
         _decode_into(video, segmenter, store, resumed, mark_done, sampled, keep.__setitem__, stage.advance)
@@ -143,13 +195,12 @@ def detect(
     saved = saved_detections(references, sampled, settings, models, workspace, run_key)
     if saved is not None:
         return saved
-    images = [frames[f] for f in sampled]
     result: dict[int, dict[int, list[Detection]]] = {}
     with reporter.stage("detection", len(references) * len(sampled)) as stage:
         for i, ref in enumerate(references):
             per_frame: list[list[Detection]] = []
-            for b in range(0, len(images), settings.detect_batch):
-                batch = images[b : b + settings.detect_batch]
+            for b in range(0, len(sampled), settings.detect_batch):
+                batch = [frames[f] for f in sampled[b : b + settings.detect_batch]]  # read per batch
                 per_frame += _detect_batch(detector, [ref], settings, batch)[0]
                 stage.advance(len(batch))
             result[i + 1] = dict(zip(sampled, per_frame, strict=True))
@@ -158,6 +209,8 @@ def detect(
 
 
 _DONE = object()
+#: sampled frames waiting for the detector at most, in detection batches (``decode_and_detect``)
+SAMPLE_QUEUE_BATCHES = 2
 
 
 class Cancelled(Exception):
@@ -198,13 +251,31 @@ def decode_and_detect(
     if detections is not None and on_detected is not None:
         for ref_id, found in detections.items():
             on_detected(ref_id, found)
-    samples: queue.SimpleQueue = queue.SimpleQueue()  # at most the sampled frames, as the serial path keeps
+    # sampled frames (full resolution) waiting for the detector: bounded, so that a detector slower than
+    # the decoding (a real one: seconds per image) holds the decoding back instead of the video's
+    # sampled frames piling up here (one in ten frames at the defaults, 2.6 MiB each at 720p)
+    samples: queue.Queue = queue.Queue(maxsize=SAMPLE_QUEUE_BATCHES * max(1, settings.detect_batch))
     stop = threading.Event()  # set when this call ends, so the decoding thread ends with it
 
     def stopped() -> bool:
         return stop.is_set() or (cancel is not None and cancel.is_set())
 
-    decode_s = [0.0]
+    decode_s = [0.0, 0.0]  # the decoding thread's time, and how long it waited for room in the queue
+
+    def put(item) -> None:
+        """Into the queue, waiting while it is full; dropped once this call ends (nobody reads it then;
+        a cancelled call still reads until it ends, so the end marker gets through)."""
+        waited = time.perf_counter()
+        try:
+            while not stop.is_set():
+                try:
+                    samples.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+        finally:
+            decode_s[1] += time.perf_counter() - waited
+
     decoded = [0, 0]  # frames decoded (counted by the decode thread), frames shown (by this thread)
     shown: list[Any] = [None]  # the decode stage, while it is open
 
@@ -223,12 +294,12 @@ def decode_and_detect(
         started = time.perf_counter()
         try:
             _decode_into(video, segmenter, store, resumed, mark_done, sampled,
-                         lambda i, f: samples.put((i, f)), count, stopped)  # fmt: skip
-            samples.put(_DONE)
+                         lambda i, f: put((i, f)), count, stopped)  # fmt: skip
+            put(_DONE)
         except BaseException as error:  # raised again in this thread
-            samples.put(error)
+            put(error)
         finally:
-            decode_s[0] = time.perf_counter() - started
+            decode_s[0] = time.perf_counter() - started - decode_s[1]  # the decoding, not the waits
 
     per_ref: list[list[list[Detection]]] = [[] for _ in references]
     detect_s = 0.0

@@ -31,7 +31,7 @@ What a role's implementation (the object the loader returns) must provide:
 The loader is called as ``loader(source, device)``: ``source`` is the resolved
 :class:`~alref.tools.loading.ModelSource`, or None for a tool without a model (``default_model=None``);
 ``device`` is ``cuda``, ``mps`` or ``cpu``. Role options (segmentation and concept_tracks: ``precision``,
-``offload_video``, ``offload_state``) are passed as keywords to loaders that name them or take
+``offload_video``, ``offload_state``; segmentation: ``max_cond_frames``, the ``cond_frames`` setting) are passed as keywords to loaders that name them or take
 ``**options``. A built-in tool's model comes from the model profile (``--models``); a profile may mean
 its model for a role for another built-in tool than the role's default (``--models sam3``: grounding
 ``sam3``, segmentation ``sam3-tracker``), which is then the role's default under that profile.
@@ -416,6 +416,7 @@ class Models:
         return self.segmentation_tool.load(
             self.segmentation, self.device, precision=settings.precision,
             offload_video=settings.offload_video, offload_state=settings.offload_state,
+            max_cond_frames=settings.cond_frames or None,
         )  # fmt: skip
 
 

@@ -55,9 +55,17 @@ Session semantics, those of the canonical session after the same calls in the sa
   gives the same masks, and a box after a propagation is what it would have been before it.
   ``remove_object`` replays the other objects' prompts in their original order.
 
-Frames are prepared once into a ``FrameStore`` (a memmap on disk for long videos); the inference
-session reads and normalises them lazily, so the video is never held in memory as float tensors.
-Propagation drops tracked outputs that the model will not read again (``memory_window``).
+Memory and work per frame stay bounded on long videos:
+- frames are prepared once into a ``FrameStore`` (a file on disk, read one frame at a time); the
+  inference session reads and normalises them lazily, so the video is never held in memory, as float
+  tensors or as mapped pages;
+- propagation drops tracked outputs (and their ``frames_tracked_per_obj`` entries) that the model will
+  not read again (``memory_window``, derived from the code that reads them) and every ``high_res_masks``;
+  what it holds is the prompt (conditioning) frames' outputs plus at most about ``2 * memory_window``
+  tracked ones, whatever the video's length, and the outputs equal the unpruned canonical session's;
+- the memory attention reads at most ``MAX_COND_FRAMES`` prompt frames per frame (the model config's
+  ``max_cond_frame_num``, lowered at load from SAM 2's "all of them"), so a long video with a prompt
+  per clip costs the same per frame as a short one.
 """
 
 from __future__ import annotations
@@ -65,6 +73,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +93,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESCALE_FACTOR = 1 / 255
 TINY_IMAGE_SIZE = 256
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: conditioning (prompted) frames SAM 2's memory attention reads per frame at most (transformers'
+#: ``config.max_cond_frame_num``, SAM 2's ``max_cond_frames_in_attn``): the closest before the frame, the
+#: closest after it, then the nearest others (``Sam2VideoModel._select_closest_cond_frames``). SAM 2's
+#: configs say -1 (all of them), and alref prompts one frame per clip, so the work per frame grew with the
+#: video's length (one more memory per 50 frames: 27 -> 8.6 frames/s from 300 to 3000 frames on the smoke
+#: models). 4 is what SAM 3's tracker, the same architecture, uses (``Sam3TrackerVideoConfig``). alref
+#: lowers an unbounded (or higher) value in the loaded model's config to this, so the session still equals
+#: the canonical transformers session on that model; ``max_cond_frames=None`` at load keeps the config.
+MAX_COND_FRAMES = 4
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]
 
@@ -256,7 +275,15 @@ class FrameStore(Protocol):
 
 
 class MemmapFrameStore:
-    """Prepared frames in one uint8 ``np.memmap`` file (N, side, side, 3); reopened if the size fits."""
+    """Prepared frames in one uint8 file (N, side, side, 3), frame i at byte i * side² * 3; reopened if
+    the size fits.
+
+    The file is read and written with plain file I/O, one frame at a time, not mapped (the name is
+    historical): the pages of a mapped file count in the process's resident memory once touched, so a
+    mapped store grew a run's RSS by side² × 3 bytes for every frame of the video (0.19 MiB at 256 px,
+    3 MiB at 1024 px); read this way they stay in the kernel's page cache, which it reclaims under
+    pressure, and the process holds the frames it was given. Thread-safe (one lock around seek + I/O).
+    """
 
     def __init__(self, path: Path, num_frames: int, side: int) -> None:
         if num_frames < 1 or side < 1:
@@ -265,27 +292,63 @@ class MemmapFrameStore:
             )
         self.path = Path(path)
         self.side = side
-        shape = (num_frames, side, side, 3)
-        size = math.prod(shape)
+        self._count = num_frames
+        self._frame_bytes = side * side * 3
+        size = num_frames * self._frame_bytes
         self.reopened = self.path.is_file() and self.path.stat().st_size == size
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._array = np.memmap(self.path, dtype=np.uint8, mode="r+" if self.reopened else "w+", shape=shape)
+        self._lock = threading.Lock()
+        self._io: Any = open(self.path, "r+b" if self.reopened else "w+b", buffering=0)  # noqa: SIM115
+        if not self.reopened:
+            self._io.truncate(size)  # zeros (a sparse file) until the frames are written
 
     def __len__(self) -> int:
-        return int(self._array.shape[0])
+        return self._count
+
+    def _offset(self, index: int) -> int:
+        index = int(index)
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError(f"frame {index} is outside the store (0..{self._count - 1})")
+        return index * self._frame_bytes
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return np.asarray(self._array[index])
+        offset = self._offset(index)
+        frame = np.empty((self.side, self.side, 3), dtype=np.uint8)
+        view, done = memoryview(frame).cast("B"), 0
+        with self._lock:
+            self._io.seek(offset)
+            while done < len(view):
+                got = self._io.readinto(view[done:])
+                if not got:
+                    raise OSError(f"{self.path} is shorter than its {self._count} frames")
+                done += got
+        return frame
 
     def __setitem__(self, index: int, frame: np.ndarray) -> None:
         if frame.shape != (self.side, self.side, 3) or frame.dtype != np.uint8:
             raise ValueError(
                 f"a prepared frame must be uint8 {self.side}x{self.side}x3, got {frame.dtype} {frame.shape}"
             )
-        self._array[index] = frame
+        offset = self._offset(index)
+        data, done = memoryview(np.ascontiguousarray(frame)).cast("B"), 0
+        with self._lock:
+            self._io.seek(offset)
+            while done < len(data):
+                done += self._io.write(data[done:])
 
     def flush(self) -> None:
-        self._array.flush()
+        """The frames to disk (what the mapped store's flush did), before a run marks them decoded."""
+        with self._lock:
+            os.fsync(self._io.fileno())
+
+    def close(self) -> None:
+        self._io.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 class _NormalisedFrames(Mapping[int, torch.Tensor]):
@@ -363,13 +426,32 @@ class Sam2VideoSegmenter:
         precision: str = "auto",
         offload_video: bool = False,
         offload_state: bool = False,
+        max_cond_frames: int | None = MAX_COND_FRAMES,
     ) -> Sam2VideoSegmenter:
-        key = ("segmentation", str(source.path), device, precision, offload_video, offload_state)
-        return load_once(key, lambda: cls._load(source, device, precision, offload_video, offload_state))
+        """``max_cond_frames``: prompted frames attended per frame at most (see ``MAX_COND_FRAMES``);
+        None keeps the checkpoint's ``max_cond_frame_num`` (-1: all of them, cost growing with them)."""
+        key = (
+            "segmentation",
+            str(source.path),
+            device,
+            precision,
+            offload_video,
+            offload_state,
+            max_cond_frames,
+        )
+        return load_once(
+            key, lambda: cls._load(source, device, precision, offload_video, offload_state, max_cond_frames)
+        )
 
     @classmethod
     def _load(
-        cls, source: ModelSource, device: str, precision: str, offload_video: bool, offload_state: bool
+        cls,
+        source: ModelSource,
+        device: str,
+        precision: str,
+        offload_video: bool,
+        offload_state: bool,
+        max_cond_frames: int | None = MAX_COND_FRAMES,
     ) -> Sam2VideoSegmenter:
         is_cuda = torch.device(device).type == "cuda"
         if precision == "auto":
@@ -384,6 +466,7 @@ class Sam2VideoSegmenter:
             mean, std, side, rescale = _preprocessing(Path(source.path), side)
         except Exception as exc:  # noqa: BLE001 - any failure here is "this folder does not load"
             raise wrap_load_error(source, exc) from exc
+        bound_cond_frames(model.config, max_cond_frames)
         storage = "cpu" if offload_video or not is_cuda else device
         state = "cpu" if offload_state or not is_cuda else device
         return cls(source, model, device, PRECISIONS[precision], side, mean, std, storage, state, rescale)
@@ -399,6 +482,17 @@ class Sam2VideoSegmenter:
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=torch.device(self.device).type, dtype=self.dtype)
+
+
+def bound_cond_frames(config: Any, most: int | None) -> None:
+    """Lower ``config.max_cond_frame_num`` to ``most`` where it is unbounded (-1) or higher (None: as it is)."""
+    if most is None:
+        return
+    if most < 1:
+        raise ValueError(f"max_cond_frames must be at least 1 (or None for the checkpoint's), got {most}")
+    current = int(config.max_cond_frame_num)
+    if current == -1 or current > most:
+        config.max_cond_frame_num = int(most)
 
 
 def box_points(box: Sequence[float], side: int, width: int, height: int) -> torch.Tensor:
@@ -497,8 +591,19 @@ class SegmentationSession:
             frames, seg.mean, seg.std, seg.image_size, seg.storage_device, torch.float32, seg.rescale_factor
         )
         config = seg.model.config
-        #: tracked frames farther than this from the current one are never read again (memory bank and
-        #: object pointers), so propagation drops them: memory stays bounded on long videos
+        #: tracked frames this far or farther from the current one are never read again, so propagation
+        #: drops them and memory stays bounded on long videos. What the model reads of the tracked
+        #: (non-conditioning) outputs, in transformers' ``modeling_sam2_video.py``:
+        #: ``_gather_memory_frame_outputs``: ``non_cond_frame_outputs`` at ``frame_idx -/+ offset`` for offset
+        #: in ``range(num_maskmem - 1, 0, -1)`` (memory features, "-" forward, "+" in reverse);
+        #: ``_get_object_pointers``: at ``frame_idx -/+ t`` for t in ``range(1, max_object_pointers_in_encoder)``
+        #: (object pointers). Conditioning outputs are never dropped: every one's object pointer is read
+        #: (those on the side already passed), the closest ``max_cond_frame_num`` are attended, and an
+        #: unselected one is read as a memory frame inside the window above. ``frames_tracked_per_obj`` is
+        #: read only for an object with new inputs (``forward``: "is_init_cond_frame"), never while
+        #: propagating, and every prompt call starts from the saved prompt state (``_restore_prompt_state``),
+        #: so its propagated entries go with the outputs. The vision features cache holds one frame
+        #: (``max_vision_features_cache_size=1``) and the frames are read from the store per access.
         self.memory_window = max(int(config.num_maskmem), int(config.max_object_pointers_in_encoder))
 
     @property
@@ -644,14 +749,17 @@ class SegmentationSession:
         self, start: int, progress: Callable[[int], None] | None
     ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
         self._restore_prompt_state()
-        window = self.memory_window
+        window, state = self.memory_window, self.state
         for frame_idx, reverse, given in self._schedule(start):
             object_ids, logits = self._run(frame_idx, reverse)
-            # forward: keep what the reverse pass will read (start .. start+window); reverse: a trailing window
+            # the next frame reads at most window - 1 frames back (ahead, in reverse): the frame ``window``
+            # behind is stale. Forward keeps start .. start + window - 1, which the reverse pass, starting at
+            # ``start``, reads; the reverse pass drops them as it moves on
             stale = frame_idx + window if reverse else frame_idx - window
             if reverse or stale >= start + window:
-                for outputs in self.state.output_dict_per_obj.values():
+                for obj_idx, outputs in state.output_dict_per_obj.items():
                     outputs["non_cond_frame_outputs"].pop(stale, None)
+                    state.frames_tracked_per_obj[obj_idx].pop(stale, None)
             if given:
                 if progress is not None:
                     progress(1)

@@ -79,9 +79,7 @@ class ChatSession:
 
     def _segmentation(self):
         if self._session is None:
-            self._segmenter = self.models.segmentation_tool.load(
-                self.models.segmentation, self.models.device, precision=self.settings.precision
-            )
+            self._segmenter = self.models.load_segmentation(self.settings)
             self._store = self._frames(self._segmenter.image_size, self._segmenter.prepare_frame)
             self._session = self._segmenter.start_session(self._store, self.info.height, self.info.width)
         return self._session
@@ -338,7 +336,7 @@ class ChatSession:
 
     def masks_digest(self, objects: dict[int, dict[str, Any]]) -> str:
         """What the masks of ``objects`` depend on: their ids, box prompts, refinements and silent
-        frames, the segmentation model and its precision, and the video. (An object without refinements
+        frames, the segmentation model, its precision and ``cond_frames``, and the video. (An object without refinements
         has the digest it had before refinements existed: stored masks stay valid.)"""
         shape = sorted(
             [obj, d["prompts"], sorted(d.get("silent_frames", []))]
@@ -346,7 +344,7 @@ class ChatSession:
             for obj, d in objects.items()
         )
         key = [shape, self.models.describe()["segmentation"], self.settings.precision, str(self.video_path),
-               [self.info.num_frames, self.info.width, self.info.height]]  # fmt: skip
+               [self.info.num_frames, self.info.width, self.info.height], self.settings.cond_frames]  # fmt: skip
         return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
 
     def _load_masks(self) -> bool:
