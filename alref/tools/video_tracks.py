@@ -13,7 +13,7 @@ import numpy as np
 
 from alref.core.records import Track
 from alref.core.workspace import Workspace
-from alref.media.writers import atomic_write_json
+from alref.media.writers import atomic_write_json_stream
 from alref.progress import Reporter
 
 
@@ -45,7 +45,7 @@ class VideoTracks:
                     self.store, info.height, info.width, concept, progress=stage.advance
                 )
             self.tracking_s += time.perf_counter() - started
-            atomic_write_json(path, {"key": self.key, "tracks": found.to_json()})
+            atomic_write_json_stream(path, {"key": self.key, "tracks": found.to_json()})  # not one string
         self._concepts[concept] = found
         return found
 
