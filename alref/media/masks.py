@@ -28,7 +28,6 @@ a time.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from alref.media.offsets import OffsetFile
 from alref.media.video import Video, VideoInfo
 from alref.media.writers import (
     BackgroundWriter,
@@ -58,27 +58,13 @@ class RleSpool:
     went, ``read`` gives it back. Thread-safe (the overlay thread reads while the caller appends)."""
 
     def __init__(self, folder: Path) -> None:
-        self._file = tempfile.TemporaryFile(dir=folder, prefix=".rle-", buffering=0)
-        self._end = 0
-        self._lock = threading.Lock()
+        self._file = OffsetFile.temporary(folder, ".rle-", "the masks' temporary file")
 
     def append(self, counts: str) -> tuple[int, int]:
-        data = memoryview(counts.encode("ascii"))
-        with self._lock:
-            offset, done = self._end, 0
-            self._file.seek(offset)
-            while done < len(data):
-                done += self._file.write(data[done:])
-            self._end += len(data)
-        return offset, len(data)
+        return self._file.append(counts.encode("ascii"))
 
     def read(self, offset: int, length: int) -> str:
-        with self._lock:
-            self._file.seek(offset)
-            data = self._file.read(length)
-        if len(data) != length:
-            raise OSError(f"the masks' temporary file lost data at {offset}")
-        return data.decode("ascii")
+        return self._file.read_at(offset, length).decode("ascii")
 
     def close(self) -> None:
         self._file.close()

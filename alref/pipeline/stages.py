@@ -14,7 +14,6 @@ decoding waiting for a slower detector.
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from alref.core.baseline import start_frame
 from alref.core.records import Detection, ReferenceDecision
 from alref.core.workspace import Workspace
 from alref.media.masks import MaskSink
+from alref.media.offsets import OffsetFile
 from alref.media.video import Video
 from alref.media.writers import atomic_write_json
 from alref.pipeline.keys import digest
@@ -76,35 +76,23 @@ class SampledFrames(Mapping[int, np.ndarray]):
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self._file: Any = None
-        self._end = 0
+        self._file: OffsetFile | None = None
         self._where: dict[int, tuple[int, tuple[int, ...]]] = {}
         self._lock = threading.Lock()
 
     def __setitem__(self, index: int, frame: np.ndarray) -> None:
-        data = memoryview(np.ascontiguousarray(frame, dtype=np.uint8)).cast("B")
         with self._lock:
             if self._file is None:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                self._file = tempfile.TemporaryFile(dir=self.folder, prefix=".samples-", buffering=0)
-            offset, done = self._end, 0
-            self._file.seek(offset)
-            while done < len(data):
-                done += self._file.write(data[done:])
-            self._end += len(data)
-            self._where[int(index)] = (offset, tuple(frame.shape))
+                self._file = OffsetFile.temporary(
+                    self.folder, ".samples-", "the sampled frames' temporary file"
+                )
+        offset, _ = self._file.append(np.ascontiguousarray(frame, dtype=np.uint8))
+        self._where[int(index)] = (offset, tuple(frame.shape))
 
     def __getitem__(self, index: int) -> np.ndarray:
         offset, shape = self._where[index]
         frame = np.empty(shape, dtype=np.uint8)
-        view, done = memoryview(frame).cast("B"), 0
-        with self._lock:
-            self._file.seek(offset)
-            while done < len(view):
-                got = self._file.readinto(view[done:])
-                if not got:
-                    raise OSError(f"sampled frame {index}: its temporary file lost data")
-                done += got
+        self._file.read_into(offset, frame)  # type: ignore[union-attr]
         return frame
 
     def __iter__(self) -> Iterator[int]:

@@ -74,7 +74,6 @@ import contextlib
 import json
 import math
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +85,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from alref.errors import InputError
+from alref.media.offsets import OffsetFile
 from alref.tools.loading import ModelSource, load_once, wrap_load_error
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -297,10 +297,10 @@ class MemmapFrameStore:
         size = num_frames * self._frame_bytes
         self.reopened = self.path.is_file() and self.path.stat().st_size == size
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._io: Any = open(self.path, "r+b" if self.reopened else "w+b", buffering=0)  # noqa: SIM115
+        mode = "r+b" if self.reopened else "w+b"
+        self._io = OffsetFile(open(self.path, mode, buffering=0), str(self.path))  # noqa: SIM115
         if not self.reopened:
-            self._io.truncate(size)  # zeros (a sparse file) until the frames are written
+            os.truncate(self.path, size)  # zeros (a sparse file) until the frames are written
 
     def __len__(self) -> int:
         return self._count
@@ -314,16 +314,8 @@ class MemmapFrameStore:
         return index * self._frame_bytes
 
     def __getitem__(self, index: int) -> np.ndarray:
-        offset = self._offset(index)
         frame = np.empty((self.side, self.side, 3), dtype=np.uint8)
-        view, done = memoryview(frame).cast("B"), 0
-        with self._lock:
-            self._io.seek(offset)
-            while done < len(view):
-                got = self._io.readinto(view[done:])
-                if not got:
-                    raise OSError(f"{self.path} is shorter than its {self._count} frames")
-                done += got
+        self._io.read_into(self._offset(index), frame)
         return frame
 
     def __setitem__(self, index: int, frame: np.ndarray) -> None:
@@ -331,17 +323,11 @@ class MemmapFrameStore:
             raise ValueError(
                 f"a prepared frame must be uint8 {self.side}x{self.side}x3, got {frame.dtype} {frame.shape}"
             )
-        offset = self._offset(index)
-        data, done = memoryview(np.ascontiguousarray(frame)).cast("B"), 0
-        with self._lock:
-            self._io.seek(offset)
-            while done < len(data):
-                done += self._io.write(data[done:])
+        self._io.write_at(self._offset(index), np.ascontiguousarray(frame))
 
     def flush(self) -> None:
         """The frames to disk (what the mapped store's flush did), before a run marks them decoded."""
-        with self._lock:
-            os.fsync(self._io.fileno())
+        self._io.sync()
 
     def close(self) -> None:
         self._io.close()
