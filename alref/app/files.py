@@ -17,6 +17,7 @@ from typing import Any
 
 import alref
 from alref.core.workspace import MASKS_DIR, MASKS_FILE, OBJECTS_DIR, PALETTE_DIR
+from alref.media.masks import overlay_audio
 from alref.media.writers import OverlayWriter, rle_to_mask
 
 SAMPLE = "shapes.mp4"
@@ -72,7 +73,7 @@ def write_overlay(session: Any) -> Path | None:
     for obj, data in sorted(session.objects.items()):
         for frame, box in data["prompts"]:
             boxes.setdefault(frame, []).append((box, f"{obj} {data['name']}"))
-    sound = session.audio_path or (session.video_path if info.has_audio else None)  # the track it keeps
+    sound = overlay_audio(session.video, session.audio_path)  # the track it keeps
     with OverlayWriter(target, info.fps, info.width, info.height, audio=sound) as writer:
         for index, frame in session.video.iter_frames():
             masks = {obj: rle_to_mask(m[index]) for obj, m in session.masks.items() if index in m}
