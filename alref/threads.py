@@ -4,8 +4,8 @@ torch runs its CPU ops on an OpenMP thread pool (libgomp in the PyPI wheels). By
 thread *spins* for a few milliseconds before it sleeps, so on a machine where anything else is busy
 (another program, a browser app's server, alref's own decoding and mask-writing threads) the spinners
 hold the cores that the thread each op waits for needs, and a run collapses: on a 2-core machine beside
-one busy core, SAM 2 propagated 4-10x slower than alone, against 1.35x with the passive policy
-(``benchmarks/contention.py``; README, Performance). So alref
+one busy core, SAM 2 propagated 2.8-4.3x slower than alone (10x in the first report), against at most
+1.05x with the passive policy (``benchmarks/contention.py``; docs/performance.md). So alref
 
 - sets ``OMP_WAIT_POLICY=PASSIVE`` (idle pool threads sleep at once; how they wait changes no result)
   where the environment names no policy. libgomp reads it once, when torch loads it, so
@@ -22,8 +22,10 @@ one busy core, SAM 2 propagated 4-10x slower than alone, against 1.35x with the 
 
 ``ALREF_TORCH_DEFAULTS=1`` turns both off (torch exactly as it comes; ``benchmarks/contention.py``
 compares the two): the passive policy's cost is on an otherwise idle machine, where waking a sleeping
-thread for each small op made the tiny smoke models' propagation ~50 % slower (2.6 -> 3.9 s). This
-module imports nothing of alref and never imports torch.
+thread for each small op made the tiny smoke models' propagation 1.05-1.2x slower in a default run and
+1.2-1.7x with ``--no-overlay``. A bounded spin (``GOMP_SPINCOUNT=1000``, which the user may set) halves
+that but slows a run beside a busy core 1.3-1.8x more, so alref does not set it. This module imports
+nothing of alref and never imports torch.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 POLICY_ENV = "OMP_WAIT_POLICY"
 COUNT_ENV = "OMP_NUM_THREADS"
+SPIN_ENV = "GOMP_SPINCOUNT"
 OFF_ENV = "ALREF_TORCH_DEFAULTS"
 POLICY = "PASSIVE"
 SETTING = "the threads setting (--threads, ALREF_THREADS or the config file)"
@@ -99,6 +102,8 @@ def report() -> dict[str, Any]:
     """What this process uses: the OpenMP wait policy and torch's thread count, each with its source."""
     off = torch_defaults()
     policy = os.environ.get(POLICY_ENV) or "unset (torch's default: idle threads spin, then sleep)"
+    if spins := os.environ.get(SPIN_ENV, "").strip():  # libgomp takes it over the policy's own spin count
+        policy += f", {SPIN_ENV}={spins} (idle threads spin that long, then sleep)"
     if off:
         policy_source = f"{OFF_ENV}: alref sets nothing"
     elif not _state["set_policy"]:

@@ -1,12 +1,14 @@
 """How much a busy CPU slows `alref segment`: torch's default threads against alref's.
 
 The script writes a synthetic video (``tests/synth.py``: 60 frames at 640x360 by default) and runs the
-command a user runs, ``alref segment VIDEO "the red square" --models smoke --no-overlay --no-llm``,
-each time in a fresh process and a fresh output folder, reading the propagation time from its
-result.json (``timings_s.propagation``). Every repeat runs each configuration twice, alone and beside a
-one-core CPU load (a busy-loop process the script starts before the run and stops after it; it also
-stops itself after ``--load-limit`` seconds), alternating the order of the configurations and of
-alone / busy, so that drift of the machine cancels. Configurations:
+command a user runs, ``alref segment VIDEO "the red square" --models smoke --no-llm`` (overlay.mp4 is
+written on a thread while SAM 2 propagates, as in every default run; ``--no-overlay`` passes that flag
+on, so that nothing of alref's runs beside SAM 2), each time in a fresh process and a fresh output
+folder, reading the propagation time from its result.json (``timings_s.propagation``). Every repeat
+runs each configuration twice, alone and beside a CPU load of ``--load-cores`` cores (default one:
+busy-loop processes the script starts before the run and stops after it; they also stop themselves
+after ``--load-limit`` seconds), alternating the order of the configurations and of alone / busy, so
+that drift of the machine cancels. Configurations:
 
 - ``default``: torch as it comes: ``ALREF_TORCH_DEFAULTS=1`` (alref sets nothing), ``OMP_WAIT_POLICY``,
   ``OMP_NUM_THREADS`` and ``ALREF_THREADS`` unset;
@@ -65,19 +67,21 @@ def usable_cpus() -> int:
 
 
 class Load:
-    """A bounded one-core CPU load: a busy-loop process, stopped on exit (or by itself after ``limit`` s)."""
+    """A bounded CPU load of ``cores`` busy-loop processes, stopped on exit (or by themselves after
+    ``limit`` s)."""
 
-    def __init__(self, limit: float) -> None:
+    def __init__(self, limit: float, cores: int = 1) -> None:
         code = f"import time\nend = time.monotonic() + {limit}\nwhile time.monotonic() < end:\n    pass\n"
-        self.proc = subprocess.Popen([sys.executable, "-c", code])
+        self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(cores)]
         time.sleep(0.5)  # running before the run starts
 
     def __enter__(self) -> Load:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.proc.kill()
-        self.proc.wait()
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
 
 
 def environment(extra: dict[str, str]) -> dict[str, str]:
@@ -85,10 +89,12 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
     return env | extra
 
 
-def run_segment(video: Path, out: Path, env: dict[str, str], timeout: float) -> dict[str, Any]:
+def run_segment(
+    video: Path, out: Path, env: dict[str, str], timeout: float, overlay: bool = False
+) -> dict[str, Any]:
     """One `alref segment` in a fresh process; its timings from result.json."""
     cmd = [sys.executable, "-c", ALREF, "segment", str(video), REFERENCE, "--models", "smoke",
-           "--no-overlay", "--no-llm", "--force", "--out", str(out)]  # fmt: skip
+           *(() if overlay else ("--no-overlay",)), "--no-llm", "--force", "--out", str(out)]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
     wall = time.perf_counter() - started
@@ -136,7 +142,9 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"machine : {report['cpus_usable']} usable CPUs, load avg {report['load_avg_before']} before, "
           f"{report['load_avg_after']} after | {report['date']}")  # fmt: skip
     print(f"input   : {report['frames']} frames {report['width']}x{report['height']}, "
-          f"{report['repeats']} repeats, a fresh process per run | propagation seconds, median "
+          f"{report['repeats']} repeats, {'with' if report['overlay'] else 'no'} overlay, busy = beside "
+          f"{report['load_cores']} busy core(s), a fresh process "
+          "per run | propagation seconds, median "
           "(load average after each run)")  # fmt: skip
     print()
     print(f"{'config':<12}{'alone s':>9}  {'(load)':<18}{'busy s':>9}  {'(load)':<18}{'busy/alone':>11}"
@@ -161,6 +169,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per configuration and condition")
     p.add_argument("--config", type=parse_config, action="append", default=[], metavar="NAME:VAR=VALUE,...",
                    help="another configuration: environment variables on top of default's")  # fmt: skip
+    p.add_argument(
+        "--load-cores",
+        type=int,
+        default=1,
+        help="busy-loop processes beside a busy run (default 1: one core)",
+    )
+    p.add_argument(
+        "--no-overlay",
+        dest="overlay",
+        action="store_false",
+        help="run with --no-overlay: no overlay.mp4 writer thread beside SAM 2 (default: as a "
+        "plain `alref segment` does, overlay written)",
+    )
     p.add_argument("--load-limit", type=float, default=600, help="seconds after which the load stops itself")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--json", action="store_true", help="print the figures as JSON only")
@@ -185,10 +206,10 @@ def main(argv: list[str] | None = None) -> None:
                 for cond in conditions:
                     env = environment(configs[name])
                     if cond == "busy":
-                        with Load(args.load_limit):
-                            timing = run_segment(video, work / "out", env, args.load_limit)
+                        with Load(args.load_limit, args.load_cores):
+                            timing = run_segment(video, work / "out", env, args.load_limit, args.overlay)
                     else:
-                        timing = run_segment(video, work / "out", env, args.load_limit)
+                        timing = run_segment(video, work / "out", env, args.load_limit, args.overlay)
                     runs.append(
                         {"config": name, "condition": cond, "repeat": i + 1, "load_avg": load_avg()} | timing
                     )
@@ -199,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus_usable": usable_cpus(), "load_avg_before": load_before, "load_avg_after": load_avg(),
         "frames": args.frames, "width": args.width, "height": args.height, "repeats": args.repeats,
+        "load_cores": args.load_cores, "overlay": args.overlay,
         "configs": configs, "table": summarise(runs, names), "runs": runs,
     }  # fmt: skip
     if args.json:

@@ -33,7 +33,14 @@ def finish(**extra):
     import torch
     print("PROBE " + json.dumps(seen | {"threads": torch.get_num_threads()} | extra))
 """
-CLEAN = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "ALREF_THREADS", "ALREF_TORCH_DEFAULTS", "MKL_NUM_THREADS")
+CLEAN = (
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "OMP_NUM_THREADS",
+    "ALREF_THREADS",
+    "ALREF_TORCH_DEFAULTS",
+    "MKL_NUM_THREADS",
+)
 
 
 def probe(code: str, **env: str) -> dict:
@@ -62,8 +69,11 @@ def test_import_alref_sets_the_passive_policy_before_torch_loads() -> None:
 
 def test_a_users_policy_and_thread_count_are_left_alone() -> None:
     seen = probe("import alref, torch\nfrom alref.threads import report\nfinish(report=report())",
-                 OMP_WAIT_POLICY="ACTIVE", OMP_NUM_THREADS="1")  # fmt: skip
+                 OMP_WAIT_POLICY="ACTIVE", OMP_NUM_THREADS="1", GOMP_SPINCOUNT="1000")  # fmt: skip
     assert seen["policy"] == "ACTIVE" and seen["threads"] == 1
+    assert seen["report"]["wait_policy"].startswith(
+        "ACTIVE, GOMP_SPINCOUNT=1000"
+    )  # doctor shows the spin too
     assert seen["report"]["wait_policy_source"] == "the environment"
     assert seen["report"]["torch_threads_source"] == "OMP_NUM_THREADS"
 
