@@ -28,6 +28,8 @@ import torch
 from alref.config import load_settings
 from alref.core.records import Detection
 from alref.errors import InputError, ModelLoadError, ModelUnavailableError
+from alref.media.masks import SpooledRles
+from alref.media.writers import atomic_write_json, atomic_write_json_stream
 from alref.tools import loading
 from alref.tools.loading import SMOKE_VERSION, ModelSource, ensure_smoke_model
 from alref.tools.registry import DEFAULTS, default_tool, model_source, registry, resolve_models, select
@@ -41,6 +43,7 @@ from alref.tools.sam3 import (
 )
 from alref.tools.sam3_tracks import _TrackBuilder, postprocess
 from alref.tools.segmentation import MemmapFrameStore
+from alref.tools.video_tracks import saved_form
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -208,7 +211,12 @@ def assert_same_frame(ours: tuple[int, Any, dict], theirs: tuple[Any, dict]) -> 
     assert sorted(out.obj_id_to_mask) == sorted(their_out.obj_id_to_mask)
     for obj_id, logits in out.obj_id_to_mask.items():  # raw low-resolution mask logits
         torch.testing.assert_close(logits, their_out.obj_id_to_mask[obj_id], atol=0, rtol=0)
-    assert out.obj_id_to_score == their_out.obj_id_to_score
+    # every object's score but those of objects the hot start removed on earlier frames: the canonical
+    # session keeps them (at -1e4) for the whole video, alref forgets them
+    forgotten = set(their_out.obj_id_to_score) - set(out.obj_id_to_score)
+    assert forgotten <= their_out.removed_obj_ids
+    assert all(their_out.obj_id_to_score[obj_id] == -1e4 for obj_id in forgotten)
+    assert out.obj_id_to_score == {i: v for i, v in their_out.obj_id_to_score.items() if i not in forgotten}
     assert out.obj_id_to_tracker_score == their_out.obj_id_to_tracker_score
     assert (
         out.removed_obj_ids == their_out.removed_obj_ids
@@ -406,10 +414,13 @@ def test_a_long_video_keeps_bounded_state_and_reads_each_frame_once(
     session = tracker.start_session(
         frames, H, W, CONCEPT
     )  # what tracker.outputs runs, watched frame by frame
-    most_tracked = most_scores = 0
+    most_tracked = most_scores = most_kept = most_live = 0
     ours = []
     for out in tracker._propagate(session, None):
         ours.append((out.frame_idx, out, postprocess(session, out)))
+        most_live = max(most_live, len(session.obj_ids))
+        most_kept = max(most_kept, len(session.obj_id_to_score), len(session.obj_first_frame_idx),
+                        len(session.trk_keep_alive), len(session.unmatched_frame_inds))  # fmt: skip
         for kept in session.output_dict_per_obj.values():
             most_tracked = max(most_tracked, len(kept["non_cond_frame_outputs"]))
             assert all("high_res_masks" not in o for kind in kept.values() for o in kind.values())
@@ -422,6 +433,12 @@ def test_a_long_video_keeps_bounded_state_and_reads_each_frame_once(
     # the canonical session keeps every tracked frame and every frame's scores; the outputs are the same
     assert max(len(o["non_cond_frame_outputs"]) for o in their_session.output_dict_per_obj.values()) > 10
     assert len(their_session.obj_id_to_tracker_score_frame_wise) == 3 * N
+    # objects the hot start removed: the canonical session keeps their bookkeeping (and scans it every frame)
+    # and scans it every frame, so each frame costs more the more objects the video has seen; alref's only
+    # holds the live objects'
+    assert most_kept <= most_live < len(their_session.removed_obj_ids) - 10
+    assert len(their_session.obj_id_to_score) > most_kept + 10
+    assert len(session.overlap_pair_to_frame_inds) < len(their_session.overlap_pair_to_frame_inds)
     assert len(ours) == 3 * N
     for mine, theirs in zip(ours, canonical, strict=True):
         assert_same_frame(mine, theirs)
@@ -602,11 +619,18 @@ def test_bfloat16_autocast_runs_on_cpu(model_dir: Path, store: MemmapFrameStore)
 # ConceptTracks
 
 
-def test_concept_tracks_json_round_trip(tracker: Sam3ConceptTracker, store: MemmapFrameStore) -> None:
+def test_concept_tracks_json_round_trip(
+    tracker: Sam3ConceptTracker, store: MemmapFrameStore, tmp_path: Path
+) -> None:
     found = tracker.track(store, H, W, CONCEPT)
     data = json.loads(json.dumps(found.to_json()))
     again = ConceptTracks.from_json(data)
     assert again.tracks == found.tracks and again.to_json() == data
+    # the masks lie in a temporary file (memory holds where each is), read one at a time when written
+    assert all(isinstance(m, SpooledRles) for t in (found, again) for m in t._masks.values())
+    atomic_write_json_stream(tmp_path / "streamed.json", saved_form(found))
+    atomic_write_json(tmp_path / "whole.json", found.to_json())
+    assert (tmp_path / "streamed.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
     for track in found.tracks:
         for frame in range(N):
             assert (again.mask(track["id"], frame) == found.mask(track["id"], frame)).all()

@@ -25,7 +25,8 @@ What a role's implementation (the object the loader returns) must provide:
 - ``concept_tracks`` (:class:`ConceptTracker`): ``image_size``, ``prepare_frame`` (as for segmentation)
   and ``track(frames, height, width, concept, progress=None)``, every instance of the concept over the
   whole video as :class:`~alref.tools.sam3.ConceptTracks` (``tracks``, ``mask(track_id, frame)``,
-  ``to_json()``).
+  ``to_json()``; alref passes ``streamed=True`` to a ``to_json`` that names it, for mappings it may read
+  one item at a time while it writes them).
 - any other role: nothing in the pipeline calls it; the chat agent offers its ``make_tool`` tool.
 
 The loader is called as ``loader(source, device)``: ``source`` is the resolved

@@ -38,9 +38,12 @@ the same outputs (``tests/test_sam3.py`` compares them with the canonical run): 
 outputs older than ``memory_window`` frames (the tracker reads ``num_maskmem - 1`` memory frames and
 ``max_object_pointers_in_encoder - 1`` pointers back), and past frames' entries of the session's
 per-frame tracker scores and suppression sets (only the current frame's are read; the canonical session
-deep-copies the whole history on every frame). Conditioning outputs (an object's first frame and its
-reconditioned frames) stay: their object pointers are all read. When a reverse pass follows, the forward
-pass also keeps what that reads, and the reverse pass's outputs equal the canonical session's too: the
+deep-copies the whole history on every frame), and the per-object bookkeeping of objects the hot start
+removed (scores, first frames, keep-alive counters, unmatched frames, overlaps as the later object: the
+model copies or scans these every frame and reads them for live objects only). Conditioning outputs
+(an object's first frame and its reconditioned frames) stay: their object pointers are all read. When a
+reverse pass follows, the forward pass also keeps what that reads, and the reverse pass's outputs equal
+the canonical session's too (an object's score is left out once the hot start has removed it): the
 tracked outputs of the ``memory_window`` frames from each frame where it may still start (the latest
 first detection of an object the hot start can no longer remove, and the first detections of those
 it still can: at most ``hotstart_delay + 2 * memory_window + 1`` frames in all), and each frame's tracker
@@ -49,11 +52,14 @@ that frame (the model adds to them). The reverse pass forgets the same way, ahea
 of behind.
 
 :class:`ConceptTracks` keeps the result as one :class:`~alref.core.records.Track` per object id and its
-masks as COCO RLE, never as a dense video.
+masks as COCO RLE, never as a dense video, the RLE in an unnamed temporary file (the system's temporary
+folder, ``TMPDIR``) and in memory only where each lies, as the run's own masks are kept
+(:class:`~alref.media.masks.SpooledRles`).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +69,7 @@ import torch
 import torch.nn.functional as F
 
 from alref.core.records import Track
+from alref.media.masks import RleSpool, SpooledRles
 from alref.media.writers import mask_to_rle, rle_to_mask
 from alref.tools.loading import ModelSource, load_once, resolve_device, wrap_load_error
 from alref.tools.sam3_common import (
@@ -174,9 +181,10 @@ def postprocess(session: Any, out: Any) -> dict[str, Any]:
         masks = F.interpolate(low.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)
         masks = masks.squeeze(1) > 0
         keep = masks.any(dim=(1, 2)).cpu()
-        hidden = set(out.suppressed_obj_ids or ()) | set(session.hotstart_removed_obj_ids)
-        if hidden:
-            keep &= ~torch.isin(obj_ids, torch.tensor(sorted(hidden), dtype=torch.int64))
+        suppressed, removed = out.suppressed_obj_ids or (), session.hotstart_removed_obj_ids
+        hidden = [i in suppressed or i in removed for i in ids]  # not a copy of every id removed so far
+        if any(hidden):
+            keep &= ~torch.tensor(hidden)
         index = torch.nonzero(keep, as_tuple=True)[0]
         obj_ids, scores, tracker = obj_ids[index], scores[index], tracker[index]
         masks = masks[index.to(masks.device)]
@@ -224,9 +232,16 @@ class ConceptTracks:
             int(num_frames),
         )
         self.tracks: list[Track] = sorted(tracks, key=lambda t: t["id"])
-        self._masks = {
-            int(t): {int(f): dict(rle) for f, rle in frames.items()} for t, frames in masks.items()
-        }
+        self._masks: dict[int, SpooledRles] = {}
+        spool: RleSpool | None = None
+        for t, frames in masks.items():
+            if isinstance(frames, SpooledRles):  # the builder's, in its own spool already
+                self._masks[int(t)] = frames
+                continue
+            spool = spool or RleSpool(Path(tempfile.gettempdir()))
+            self._masks[int(t)] = spooled = SpooledRles(spool, (self.height, self.width))
+            for f, rle in frames.items():
+                spooled[int(f)] = rle
         for track in self.tracks:
             if sorted(self._masks.get(track["id"], {})) != track["frames"]:
                 raise ValueError(f"track {track['id']}: its masks are not on its frames {track['frames']}")
@@ -249,7 +264,10 @@ class ConceptTracks:
         rle = self._masks[track_id].get(frame)
         return rle_to_mask(rle) if rle is not None else np.zeros((self.height, self.width), dtype=bool)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, streamed: bool = False) -> dict[str, Any]:
+        """The saved form (:meth:`from_json` reads it). With ``streamed`` each track's masks are a mapping
+        that reads one RLE at a time from the spool, for ``atomic_write_json_stream``; else plain dicts."""
+        masks: dict[str, Mapping[str, Any]] = {str(t): _FramesJson(m) for t, m in sorted(self._masks.items())}
         return {
             "format": JSON_FORMAT,
             "concept": self.concept,
@@ -257,9 +275,7 @@ class ConceptTracks:
             "width": self.width,
             "num_frames": self.num_frames,
             "tracks": [dict(t) for t in self.tracks],
-            "masks": {
-                str(t): {str(f): rle for f, rle in sorted(m.items())} for t, m in sorted(self._masks.items())
-            },
+            "masks": masks if streamed else {t: dict(m.items()) for t, m in masks.items()},
         }
 
     @classmethod
@@ -279,6 +295,22 @@ class ConceptTracks:
             raise ValueError(f"saved concept tracks are incomplete: {type(exc).__name__}: {exc}") from None
 
 
+class _FramesJson(Mapping[str, Mapping[str, Any]]):
+    """One track's spooled masks as the saved form has them: str frame keys, in frame order."""
+
+    def __init__(self, by_frame: SpooledRles) -> None:
+        self._by_frame = by_frame
+
+    def __getitem__(self, key: str) -> Mapping[str, Any]:
+        return self._by_frame[int(key)]
+
+    def __iter__(self) -> Iterator[str]:
+        return (str(frame) for frame in sorted(self._by_frame))
+
+    def __len__(self) -> int:
+        return len(self._by_frame)
+
+
 class _TrackBuilder:
     """Collects post-processed frames into tracks: a frame counts for an object where its mask is not empty.
 
@@ -288,7 +320,9 @@ class _TrackBuilder:
     def __init__(self, concept: str, height: int, width: int, num_frames: int) -> None:
         self.concept, self.height, self.width, self.num_frames = concept, height, width, num_frames
         self.tracks: dict[int, Track] = {}
-        self.masks: dict[int, dict[int, dict[str, Any]]] = {}
+        #: every candidate's RLE by frame, in a temporary file (a long video's candidates are many)
+        self.masks: dict[int, SpooledRles] = {}
+        self._spool: RleSpool | None = None
 
     def add(self, frame: int, processed: Mapping[str, Any]) -> None:
         masks = processed["masks"].cpu().numpy()
@@ -326,7 +360,10 @@ class _TrackBuilder:
         track["frames"].append(frame)
         track["boxes"][str(frame)] = [float(v) for v in box]
         track["area"][str(frame)] = area
-        self.masks.setdefault(obj_id, {})[frame] = mask_to_rle(mask)
+        if obj_id not in self.masks:
+            self._spool = self._spool or RleSpool(Path(tempfile.gettempdir()))
+            self.masks[obj_id] = SpooledRles(self._spool, (self.height, self.width))
+        self.masks[obj_id][frame] = mask_to_rle(mask)
 
     def build(self) -> ConceptTracks:
         for track in self.tracks.values():  # reverse-pass frames came last, latest first
@@ -566,8 +603,28 @@ class Sam3ConceptTracker:
             ]  # fmt: skip
             for f in stale:
                 del tracked[f]
+        self._forget_removed(session)
         previous = frame_idx - sign
         return (
             session.obj_id_to_tracker_score_frame_wise.pop(previous, None),
             session.suppressed_obj_ids.pop(previous, None),
         )
+
+    @staticmethod
+    def _forget_removed(session: Any) -> None:
+        """Drop the bookkeeping of objects the hot start removed: a removed object is never tracked,
+        matched or output again (new detections get new ids), and the model reads these entries only for
+        live objects. It copies ``obj_id_to_score`` and scans ``unmatched_frame_inds`` and the overlap pairs
+        on every frame, so kept whole they make each frame cost more the more objects the video has seen
+        (the random smoke detector adds two a frame). Kept: ``removed_obj_ids`` (and alref's
+        ``hotstart_removed_obj_ids``), and overlap pairs whose later object is alive (they still count)."""
+        removed = session.removed_obj_ids
+        scores = session.obj_id_to_score  # the frame's output holds this very dict: replaced, not changed
+        if any(obj_id in removed for obj_id in scores):
+            session.obj_id_to_score = {o: score for o, score in scores.items() if o not in removed}
+        for by_object in (session.obj_first_frame_idx, session.trk_keep_alive, session.unmatched_frame_inds):
+            for obj_id in [o for o in by_object if o in removed]:
+                del by_object[obj_id]
+        pairs = session.overlap_pair_to_frame_inds
+        for pair in [p for p in pairs if p[1] in removed]:
+            del pairs[pair]

@@ -4,6 +4,7 @@ run's identity) so a resumed run or a later chat turn does not track again."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections import OrderedDict
@@ -15,6 +16,14 @@ from alref.core.records import Track
 from alref.core.workspace import Workspace
 from alref.media.writers import atomic_write_json_stream
 from alref.progress import Reporter
+
+
+def saved_form(found: Any) -> Any:
+    """``found.to_json()``; ``to_json(streamed=True)`` where the tracks take it (alref's ConceptTracks: each
+    mask read from its spool as it is written, so the whole set is never in memory at once)."""
+    if "streamed" in inspect.signature(found.to_json).parameters:
+        return found.to_json(streamed=True)
+    return found.to_json()
 
 
 class VideoTracks:
@@ -45,7 +54,7 @@ class VideoTracks:
                     self.store, info.height, info.width, concept, progress=stage.advance
                 )
             self.tracking_s += time.perf_counter() - started
-            atomic_write_json_stream(path, {"key": self.key, "tracks": found.to_json()})  # not one string
+            atomic_write_json_stream(path, {"key": self.key, "tracks": saved_form(found)})  # not one string
         self._concepts[concept] = found
         return found
 
