@@ -213,6 +213,12 @@ def postprocess(session: Any, out: Any) -> dict[str, Any]:
 # the result
 
 
+def temporary_spool() -> RleSpool:
+    """Where concept tracks keep their masks' RLE: an unnamed file in the system's temporary folder
+    (``TMPDIR``); a tracker knows no output folder."""
+    return RleSpool(Path(tempfile.gettempdir()))
+
+
 class ConceptTracks:
     """The tracks SAM 3 found for one concept: :class:`Track` records and their masks as COCO RLE."""
 
@@ -238,7 +244,7 @@ class ConceptTracks:
             if isinstance(frames, SpooledRles):  # the builder's, in its own spool already
                 self._masks[int(t)] = frames
                 continue
-            spool = spool or RleSpool(Path(tempfile.gettempdir()))
+            spool = spool or temporary_spool()
             self._masks[int(t)] = spooled = SpooledRles(spool, (self.height, self.width))
             for f, rle in frames.items():
                 spooled[int(f)] = rle
@@ -361,7 +367,7 @@ class _TrackBuilder:
         track["boxes"][str(frame)] = [float(v) for v in box]
         track["area"][str(frame)] = area
         if obj_id not in self.masks:
-            self._spool = self._spool or RleSpool(Path(tempfile.gettempdir()))
+            self._spool = self._spool or temporary_spool()
             self.masks[obj_id] = SpooledRles(self._spool, (self.height, self.width))
         self.masks[obj_id][frame] = mask_to_rle(mask)
 
